@@ -21,8 +21,9 @@ are the thin side effects around it):
   in the content folder of a torrent that is incomplete or skips files (qBittorrent keeps
   their pieces in ``.unwanted`` and part files), in its save or its download path, anywhere in
   either for one that lacks metadata (a bare magnet is named by its info hash: where its data
-  lies is not known yet), or in qBittorrent's temp path, or is what a file of such a torrent
-  reaches (``partial_inodes``:
+  lies is not known yet), or in qBittorrent's temp path (each such place by its path, as listed
+  and resolved, and by identity: a folder above the file that is one, ``References.protected_ids``),
+  or is what a file of such a torrent reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
   names, read through its client's path_map as well: cross-seed's symlink mode fills a real
   content folder with per-file symlinks, in a container's spelling when it runs in one, so every
@@ -248,6 +249,13 @@ class References:
     # and resolved: a file at or below one is in a seeding folder (``seeding_folders``), any other
     # is ``not_seeding``. None: not known, every folder is one.
     anchors: frozenset[str] | None = None
+    # (st_dev, st_ino) of each of ``protected`` that can be stat-ed, through its symlinks as the
+    # kernel follows them: a file that is one, or lies in a folder that is one, is protected by
+    # identity too (``in_use``), however its path is spelled. By spelling alone (as listed, and as
+    # ``_real`` resolves it), a save path through a folder deeper than PATH_MAX lost its real place:
+    # realpath's lstat fails there (ENAMETOOLONG) and it takes the link for a folder, so a magnet's
+    # data was quarantined and purged (R89). One that cannot be stat-ed protects by spelling only.
+    protected_ids: frozenset[tuple[int, int]] = frozenset()
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -267,6 +275,13 @@ class Walk:
     # Drop names met (``fsops._drop_name``): a link a killed delete or put-back left hidden (R19),
     # for a person to look at, never reclaimable (maybe the only name of a file a torrent owns).
     drops: tuple[str, ...] = ()
+    # Each folder walked (and each above a root) -> its (st_dev, st_ino), from its verified
+    # descriptor: what ``in_use`` matches ``References.protected_ids`` against (``above``).
+    folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def above(self, path: str) -> Iterable[tuple[int, int]]:
+        """The identities of the walked folders holding ``path``, deepest first (no I/O)."""
+        return (self.folders[d] for d in _upward(posixpath.dirname(path)) if d in self.folders)
 
 
 # --------------------------------------------------------------------------- decision
@@ -375,10 +390,17 @@ class Report:
         }
 
 
-def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
+def in_use(
+    path: str,
+    refs: References,
+    key: tuple[int, int] | None = None,
+    folders: Iterable[tuple[int, int]] | None = None,
+) -> str | None:
     """REFERENCED when ``path``, or the file ``key`` (its (st_dev, st_ino)) names, is a file of a
     complete torrent, PROTECTED when it is a part file, lies where an incomplete torrent keeps
-    its data, or is what a file of an incomplete torrent reaches (by identity, or by the place its
+    its data (by path, or by identity: ``_protected_by_identity``, ``folders`` the identities of the
+    folders holding ``path`` when the caller has them, the walk's), or is what a file of an
+    incomplete torrent reaches (by identity, or by the place its
     symlink resolves to while it is gone), None when no torrent uses it.
 
     So every listed file of every torrent, whatever its state, keeps what it resolves to.
@@ -390,9 +412,46 @@ def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> s
         return REFERENCED
     if path in refs.partial_places or (key is not None and key in refs.partial_inodes):
         return PROTECTED
-    if is_part_file(path) or within_any(refs.protected)(path):
+    if is_part_file(path) or within_any(refs.protected)(path) or _protected_by_identity(path, refs, key, folders):
         return PROTECTED
     return None
+
+
+def _protected_by_identity(
+    path: str, refs: References, key: tuple[int, int] | None, folders: Iterable[tuple[int, int]] | None
+) -> bool:
+    """Whether the file ``key`` at ``path`` is, or a folder holding it is, a protected place by
+    identity (``References.protected_ids``). ``folders``: those folders' identities (the walk's,
+    fstat-ed through its verified descriptors: ``Walk.above``); None: each stat-ed by its path, up
+    to ``/`` (``_folder_ids``: the purge's held files, a quarantine's open steps, leftover views)."""
+    ids = refs.protected_ids
+    if not ids:
+        return False
+    if key is not None and key in ids:
+        return True
+    return any(f in ids for f in (_folder_ids(path) if folders is None else folders))
+
+
+def _folder_ids(path: str) -> Iterable[tuple[int, int]]:
+    """The (st_dev, st_ino) of each folder holding ``path`` that can be stat-ed, deepest first."""
+    for d in _upward(posixpath.dirname(path)):
+        try:
+            st = os.stat(d)
+        except (OSError, ValueError):
+            continue  # gone since (a quarantine pruned it), or too long to spell: the ones above still say
+        yield st.st_dev, st.st_ino
+
+
+def _stat_ids(paths: Iterable[str]) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of each of ``paths`` that can be stat-ed, followed through its symlinks."""
+    out = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue  # a loop, a name too long, not there: protected by its spelling alone
+        out.add((st.st_dev, st.st_ino))
+    return frozenset(out)
 
 
 def name_in_use(path: str, refs: References, key: tuple[int, int] | None) -> str | None:
@@ -489,11 +548,14 @@ def _folders_of(cfg) -> FolderReader:
     return FolderReader((str(p.path) for p in cfg.pools), max_open=LOOK_MAX_OPEN)
 
 
-def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
+def classify(
+    e: Entry, refs: References, now: float, settle_seconds: float, folders: Iterable[tuple[int, int]] = ()
+) -> str | None:
     """REFERENCED / PROTECTED / LEFTOVER / UNFINISHED / YOUNG for an entry no torrent uses nor is its own to
     keep, None for one that is an orphan unless it may be a missing torrent's data (``decide``
-    asks ``may_be_missing_data`` then, for the reason it reports)."""
-    used = in_use(e.path, refs, (e.dev, e.ino))
+    asks ``may_be_missing_data`` then, for the reason it reports). ``folders``: the identities of
+    the folders holding it (``Walk.above``)."""
+    used = in_use(e.path, refs, (e.dev, e.ino), folders)
     if used is not None:
         return used
     if e.path in refs.leftovers:
@@ -527,7 +589,7 @@ def decide(
     seeding = seeding_folders(refs.anchors)
     not_seeding: set[str] = set()
     for e in walk.entries:
-        c = classify(e, refs, now, settle_seconds)
+        c = classify(e, refs, now, settle_seconds, walk.above(e.path))
         if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
             c = PROTECTED
             protected.append(Protected(e.path, e.pool, e.size, m.reason()))
@@ -851,6 +913,7 @@ def walk_roots(cfg) -> Walk:
     entries: list[Entry] = []
     skipped: list[str] = []
     drops: list[str] = []
+    folders: dict[str, tuple[int, int]] = {}
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -863,8 +926,13 @@ def walk_roots(cfg) -> Walk:
                 ) from None
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops))
-    return Walk(tuple(entries), tuple(skipped), tuple(drops))
+            # The folders above the root, as the purge stats them (``_folder_ids``): a save path
+            # that is a link to one protects the whole root, as its real path does.
+            for up in _upward(posixpath.dirname(root.path)):
+                if (got := _stat_ids((up,))) and up not in folders:
+                    folders[up] = next(iter(got))
+            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops, folders))
+    return Walk(tuple(entries), tuple(skipped), tuple(drops), folders)
 
 
 def own_identities(cfg) -> frozenset[tuple[int, int]]:
@@ -888,12 +956,15 @@ def own_identities(cfg) -> frozenset[tuple[int, int]]:
     return frozenset(out)
 
 
-def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, list]) -> None:
+def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
     subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
-    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops), as ``Walk`` has them."""
-    _entries, skipped, _drops = out
-    dev = os.fstat(root_fd).st_dev
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders), as ``Walk``
+    has them, each folder's identity read from its verified descriptor."""
+    skipped, folders = out[1], out[3]
+    st = os.fstat(root_fd)
+    dev = st.st_dev
+    folders[root_s] = (st.st_dev, st.st_ino)
     stack: list[tuple[int, str, list[str]]] = []  # (open folder, its path, subfolders not entered yet)
     fd, d = root_fd, root_s
     try:
@@ -917,10 +988,13 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, lis
                 skipped.append(d)  # swapped for a symlink (or gone) since the listing: never entered
                 fd = None
                 continue
-            if os.fstat(fd).st_dev != dev:  # swapped for a mount point since the listing
+            st = os.fstat(fd)
+            if st.st_dev != dev:  # swapped for a mount point since the listing
                 os.close(fd)
                 skipped.append(d)
                 fd = None
+            else:
+                folders[d] = (st.st_dev, st.st_ino)
     except BaseException:
         if fd is not None and (not stack or stack[-1][0] != fd):
             os.close(fd)
@@ -930,12 +1004,12 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, lis
             os.close(open_fd)
 
 
-def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple[list, list, list]) -> list[str]:
+def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple) -> list[str]:
     """The folder open at ``fd`` (path ``d``): its regular files into ``entries``, what is not
     entered into ``skipped``, drop names into ``drops`` (``out``); returns its subfolders on the
     root's filesystem, by name. ``how``: as ``_walk_root``'s; one of qbhook's own is passed over."""
     pool, ignore, own = how
-    entries, skipped, drops = out
+    entries, skipped, drops = out[:3]
     subdirs: list[str] = []
     try:
         it = os.scandir(fd)
@@ -1047,6 +1121,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         names={k: tuple(v) for k, v in found.names.items()},
         # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
         anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
+        protected_ids=_stat_ids(seen),  # ...and by identity, whatever realpath can spell
     )
 
 
@@ -1263,9 +1338,66 @@ def _real(path: str) -> str:
     Not ``facts.resolve_links`` for every path: its component budget gave up on two links padded
     with ``./`` that the kernel follows, and a protected folder's real place went unprotected (R78)."""
     try:
-        return os.path.realpath(path)
+        real = os.path.realpath(path)
     except (OSError, ValueError, RecursionError):
         return path
+    if len(os.fsencode(real)) < _PATH_MAX:
+        return real
+    # A prefix too long for one call: realpath's lstat failed there (ENAMETOOLONG) and it took a
+    # symlink for a folder, its place unspelled; one that dangles has no identity either (R89).
+    return _resolved_by_fds(path) or real
+
+
+_PATH_MAX = 4096  # Linux's: a longer path string fails whole, though the kernel walks deeper by descriptors
+_MAX_LINKS = 40  # the kernel's MAXSYMLINKS: a path through more reaches nothing for any client
+
+
+def _resolved_by_fds(path: str) -> str | None:
+    """``path`` resolved as realpath does (non-strict: from the first component that is not there
+    on, the rest as written), one component at a time below an open folder, so no prefix is ever
+    handed to the kernel whole and none is too long; None when it cannot be (a relative path, a
+    folder that cannot be opened, more links than the kernel follows)."""
+    if not path.startswith("/"):
+        return None
+    todo = [c for c in reversed(path.split("/")) if c]  # a stack: the next component last
+    fds = [os.open("/", os.O_PATH | os.O_DIRECTORY)]
+    names: list[str] = []
+    links = 0
+    try:
+        while todo:
+            c = todo.pop()
+            if c == ".":
+                continue
+            if c == "..":
+                if names:
+                    names.pop()
+                    os.close(fds.pop())
+                continue
+            try:
+                st = os.lstat(c, dir_fd=fds[-1])
+            except FileNotFoundError:
+                return posixpath.normpath("/" + "/".join([*names, c, *reversed(todo)]))
+            if stat_mod.S_ISLNK(st.st_mode):
+                links += 1
+                body = os.readlink(c, dir_fd=fds[-1])
+                if links > _MAX_LINKS:
+                    return None
+                if body.startswith("/"):
+                    while names:
+                        names.pop()
+                        os.close(fds.pop())
+                todo.extend(x for x in reversed(body.split("/")) if x)
+            elif stat_mod.S_ISDIR(st.st_mode):
+                fds.append(os.open(c, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+                names.append(c)
+            else:
+                return posixpath.normpath("/" + "/".join([*names, c, *reversed(todo)]))
+        return "/" + "/".join(names)
+    except (OSError, ValueError):
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _host_maps(client) -> list:
@@ -1420,6 +1552,7 @@ def _either(first: References, again: References) -> References:
             for k in {*first.names, *again.names}
         },
         anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
+        protected_ids=first.protected_ids | again.protected_ids,
     )
 
 
