@@ -579,14 +579,17 @@ def decide(
     """The orphans of ``walk`` given ``refs`` (pure: no I/O but ``refs.folder_identity``'s, the
     folders above an orphan when a library symlink has a folder target)."""
     # Long on purpose: classify, credit each inode's bytes once, then group into items: one pass each, in order.
+    seeding = seeding_folders(refs.anchors)
+    # Each inode's links the walk met in a seeding folder. A link in a not-seeding one (a library
+    # below a root set too high) counts like one outside the roots: the library keeps the data.
     seen_links: dict[tuple[int, int], int] = defaultdict(int)
     for e in walk.entries:
-        seen_links[(e.dev, e.ino)] += 1
+        if e.nlink == 1 or seeding.outside(e) is None:
+            seen_links[(e.dev, e.ino)] += 1
     status: dict[str, str] = {}
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
-    seeding = seeding_folders(refs.anchors)
     not_seeding: set[str] = set()
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds, walk.above(e.path))
@@ -631,12 +634,12 @@ def decide(
         t.seeding_bytes += e.size
     counted.clear()
     for o in orphans:
-        if (o.pool, (o.dev, o.ino)) in counted:
+        # Outside the seeding data (a library, most likely): not its orphans, and not where its
+        # inode is counted either (its torrent-side link, met later, is).
+        if o.kind == NOT_SEEDING or (o.pool, (o.dev, o.ino)) in counted:
             continue
         counted.add((o.pool, (o.dev, o.ino)))
         t = pools[o.pool]
-        if o.kind == NOT_SEEDING:
-            continue  # outside the seeding data (a library, most likely): not its orphans
         t.orphan_bytes += o.size
         if o.kind == RECLAIMABLE:
             t.reclaimable_bytes += o.frees

@@ -1,0 +1,39 @@
+"""R89: a seeding root set one level too high (TRaSH's layout: torrents/ and media/ side by side
+below it). The library below it is not seeding (``orphans.seeding_folders``): its links keep their
+data (a hard link like one outside the roots, a symlink like a library's outside them), and its
+bytes are no pool's seeding data for the share guard."""
+
+import os
+
+from qbhook.move import orphans
+from tests.helpers import write
+from tests.unit.test_executor import H1, FakeTorrent
+from tests.unit.test_fsops import tmpfs  # noqa: F401
+from tests.unit.test_orphans_purge import world  # noqa: F401
+
+
+def layout(w) -> str:
+    """torrents/movies (one torrent saved there) and media/ below the one seeding root."""
+    del w.qbt.t[H1]  # (its files stay referenced by H2's hard links)
+    mv = os.path.join(w.seed_s, "torrents/movies")
+    write(os.path.join(mv, "Keep/k.bin"), b"k" * 10)
+    w.qbt.add(FakeTorrent("f" * 40, "Keep", mv, [("Keep/k.bin", 10, 1)]))
+    return mv
+
+
+def test_a_library_hard_link_below_the_root_keeps_its_data(world):  # noqa: F811
+    w = world
+    mv = layout(w)
+    data = write(os.path.join(mv, "Gone/y.mkv"), b"y" * 5000)
+    lib = os.path.join(w.seed_s, "media/movies/Gone/y.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.link(data, lib)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+
+    kinds = {o.path: (o.kind, o.frees) for o in rep.orphans}
+    assert kinds[data] == (orphans.LIBRARY, 0)  # the library keeps it: quarantining frees nothing
+    assert kinds[lib] == (orphans.NOT_SEEDING, 0)
+    assert rep.as_dict()["reclaimable"]["frees"] == 0
+    # Its bytes are the pool's orphans (still used by a library), counted at the torrent-side link.
+    assert rep.pools["stash"].orphan_bytes == rep.pools["stash"].library_bytes == 5000
