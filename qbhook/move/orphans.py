@@ -628,7 +628,8 @@ def decide(
     counted: set[tuple[str, tuple[int, int]]] = set()
     for e in walk.entries:
         t = pools.setdefault(e.pool, PoolTotals())
-        if (e.pool, (e.dev, e.ino)) in counted:
+        # Not seeding data (a library below a root set too high): out of the share guard's base.
+        if status[e.path] == NOT_SEEDING or (e.pool, (e.dev, e.ino)) in counted:
             continue
         counted.add((e.pool, (e.dev, e.ino)))
         t.seeding_bytes += e.size

@@ -4,12 +4,16 @@ data (a hard link like one outside the roots, a symlink like a library's outside
 bytes are no pool's seeding data for the share guard."""
 
 import os
+from dataclasses import replace
 
+import pytest
+
+from qbhook.errors import OrphansRefused
 from qbhook.move import orphans
 from tests.helpers import write
 from tests.unit.test_executor import H1, FakeTorrent
 from tests.unit.test_fsops import tmpfs  # noqa: F401
-from tests.unit.test_orphans_purge import world  # noqa: F401
+from tests.unit.test_orphans_purge import expire, world  # noqa: F401
 
 
 def layout(w) -> str:
@@ -37,3 +41,19 @@ def test_a_library_hard_link_below_the_root_keeps_its_data(world):  # noqa: F811
     assert rep.as_dict()["reclaimable"]["frees"] == 0
     # Its bytes are the pool's orphans (still used by a library), counted at the torrent-side link.
     assert rep.pools["stash"].orphan_bytes == rep.pools["stash"].library_bytes == 5000
+
+
+def test_the_share_guard_leaves_a_not_seeding_library_out_of_the_seeding_data(world):  # noqa: F811
+    w = world
+    w.cfg = replace(w.cfg, policy=replace(w.cfg.policy, orphans_max_share=0.2))
+    mv = layout(w)
+    for i in range(10):  # a library below the root set too high: 10 MiB, never seeding
+        write(os.path.join(w.seed_s, f"media/movies/F{i}/f.mkv"), os.urandom(1 << 20))
+    # data of a client missing from the config (saved beside the configured one's): 2 MiB
+    for i in range(2):
+        write(os.path.join(mv, f"Other{i}/o.mkv"), os.urandom(1 << 20))
+
+    with pytest.raises(OrphansRefused, match="policy.orphans_max_share"):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert all(os.path.exists(os.path.join(mv, f"Other{i}/o.mkv")) for i in range(2))
