@@ -54,10 +54,12 @@ are the thin side effects around it):
   library beside the torrents, and one torrent cross-seed saved into the library makes only its
   own folder seeding, not the library; a category folder whose torrents were all removed is not
   seeding either, on purpose), reported apart, never quarantined, outside the share guard;
-  *still used by a library* when its inode has a link outside the seeding roots (more links than
-  the walk met), or when a library's symbolic link reaches it (``library_link``: a symlink in a
-  pool outside the seeding roots onto the file, or onto a folder holding it, followed read-only:
-  ``library_links``; its link count says nothing of it), otherwise *reclaimable*; a reclaimable
+  *still used by a library* when its inode has a link outside the seeding roots or in a
+  not-seeding folder (more links than the walk met in seeding folders), or when a library's
+  symbolic link reaches it (``library_link``: a symlink in a pool outside the seeding roots, or
+  one the walk met in a not-seeding folder (``library_of``), onto the file, or onto a folder
+  holding it, followed read-only: ``library_links``; its link count says nothing of it),
+  otherwise *reclaimable*; a reclaimable
   inode frees its size only when every link of it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
   of one kind, or the file itself.
@@ -275,6 +277,9 @@ class Walk:
     # Drop names met (``fsops._drop_name``): a link a killed delete or put-back left hidden (R19),
     # for a person to look at, never reclaimable (maybe the only name of a file a torrent owns).
     drops: tuple[str, ...] = ()
+    # Each symlink of ``skipped`` with its seeding root: one in a folder no torrent is saved in
+    # is a library's (``library_of``).
+    symlinks: tuple[tuple[str, str], ...] = ()
     # Each folder walked (and each above a root) -> its (st_dev, st_ino), from its verified
     # descriptor: what ``in_use`` matches ``References.protected_ids`` against (``above``).
     folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -511,11 +516,21 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
-def library_of(cfg) -> LibraryLinks:
+def library_of(cfg, walk: Walk | None = None, anchors: Iterable[str] | None = None) -> LibraryLinks:
     """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk and the
-    purge refuse, one line): a library's symlink not seen makes its data look reclaimable."""
+    purge refuse, one line): a library's symlink not seen makes its data look reclaimable.
+
+    With the orphans ``walk`` (and every torrent's save and download path, ``anchors``): also each
+    symlink it met in a not-seeding folder (``seeding_folders``), followed. ``collect`` never
+    enters a seeding root (a symlink there is cross-seed's), so a library below a root set too
+    high (TRaSH's layout) linked its data unseen: its target was quarantined and purged (R89)."""
     try:
-        return library_links.collect(cfg)
+        found = library_links.collect(cfg)
+        if walk is None or anchors is None or not walk.symlinks:
+            return found
+        seeding = seeding_folders(anchors)
+        theirs = [link for link, root in walk.symlinks if seeding.outside_at(link, root) is not None]
+        return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
             f"refusing: {e.message}",
@@ -722,18 +737,22 @@ class SeedingFolders:
         """None when ``e`` lies at or below an anchor; else the highest folder below ``e``'s root
         holding ``e`` that no anchor lies at or below (``e``'s own path if every folder on its way
         holds one): what a person is told is not seeding."""
+        return self.outside_at(e.path, e.root)
+
+    def outside_at(self, path: str, root: str) -> str | None:
+        """``outside`` of whatever lies at ``path`` below the seeding root ``root`` (a symlink)."""
         if self.anchors is None:
             return None
-        for up in _upward(e.path):  # a few set lookups per orphan, whatever the number of torrents
+        for up in _upward(path):  # a few set lookups per orphan, whatever the number of torrents
             if up in self.anchors:
                 return None
-        r = e.root.rstrip("/")
+        r = root.rstrip("/")
         at = r
-        for name in e.path[len(r) + 1 :].split("/"):
+        for name in path[len(r) + 1 :].split("/"):
             at = f"{at}/{name}"
             if at not in self.above:
                 return at
-        return e.path
+        return path
 
 
 def _upward(path: str):
@@ -918,6 +937,7 @@ def walk_roots(cfg) -> Walk:
     skipped: list[str] = []
     drops: list[str] = []
     folders: dict[str, tuple[int, int]] = {}
+    symlinks: list[tuple[str, str]] = []
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -935,8 +955,8 @@ def walk_roots(cfg) -> Walk:
             for up in _upward(posixpath.dirname(root.path)):
                 if (got := _stat_ids((up,))) and up not in folders:
                     folders[up] = next(iter(got))
-            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops, folders))
-    return Walk(tuple(entries), tuple(skipped), tuple(drops), folders)
+            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops, folders, symlinks))
+    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), folders)
 
 
 def own_identities(cfg) -> frozenset[tuple[int, int]]:
@@ -963,8 +983,8 @@ def own_identities(cfg) -> frozenset[tuple[int, int]]:
 def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
     subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
-    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders), as ``Walk``
-    has them, each folder's identity read from its verified descriptor."""
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks), as
+    ``Walk`` has them, each folder's identity read from its verified descriptor."""
     skipped, folders = out[1], out[3]
     st = os.fstat(root_fd)
     dev = st.st_dev
@@ -1033,6 +1053,7 @@ def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple) -> lis
                 continue  # the catalog, its journal files, the lock folder: qbhook's, never an orphan
             if stat_mod.S_ISLNK(st.st_mode):
                 skipped.append(path)
+                out[4].append((path, root_s))
             elif stat_mod.S_ISDIR(st.st_mode):
                 if st.st_dev != dev:
                     skipped.append(path)  # a nested dataset: not this root's filesystem
@@ -1515,7 +1536,7 @@ def find_orphans(
             unfinished_runs=tuple(r.id for r in runs),
         )
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg, walk, refs.anchors))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
     with _folders_of(cfg) as folders:

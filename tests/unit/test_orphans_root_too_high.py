@@ -57,3 +57,20 @@ def test_the_share_guard_leaves_a_not_seeding_library_out_of_the_seeding_data(wo
         orphans.quarantine(w.cfg, w.cat, [w.qbt])
 
     assert all(os.path.exists(os.path.join(mv, f"Other{i}/o.mkv")) for i in range(2))
+
+
+def test_a_library_symlink_below_the_root_keeps_its_target(world):  # noqa: F811
+    w = world
+    mv = layout(w)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    expire(w)
+    orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
+    assert res.held == [] and os.path.exists(lib)
