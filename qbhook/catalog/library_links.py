@@ -32,7 +32,9 @@ since both the planner's snapshot and ``move.orphans`` read it; it only reads.
 The collection never follows a symlinked folder while walking (``find -P``), and enters neither
 qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at every level,
 else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
-there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``). Unlike the
+there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``; one the orphans
+walk meets in a folder no torrent is saved in, a library below a root set too high, it follows
+too: ``followed``, ``orphans.library_of``). Unlike the
 scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
 ``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
 tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links
@@ -112,6 +114,14 @@ class LibraryLinks:
             if up == p:
                 return None
             p = up
+
+    def merged(self, other: LibraryLinks) -> LibraryLinks:
+        """What ``self`` or ``other`` reaches (``self``'s symlink named where both reach a target)."""
+        if not other:
+            return self
+        return LibraryLinks(
+            {**other.files, **self.files}, {**other.places, **self.places}, {**other.folders, **self.folders}
+        )
 
     def whole_roots(self, roots) -> list[tuple[str, str]]:
         """(symlink, seeding root) for each of ``roots`` a folder symlink reaches all of (its place
@@ -198,6 +208,21 @@ def collect(cfg) -> LibraryLinks:
             continue  # in the walk of a pool root above it (mounts are crossed; a seeding root is pruned)
         _pool_links(pool.name, root, seeds, ignore, maps, (files, places, folders))
     return LibraryLinks(files, places, folders)
+
+
+def followed(links: Iterable[str], maps: list[PathMap]) -> LibraryLinks:
+    """``links``, symlinks some other walk met (the orphans walk's in a seeding root's folders no
+    torrent is saved in: a library below a root set too high, which ``collect`` never enters),
+    followed as ``collect`` follows its own. One gone since that walk listed it raises
+    ``LibraryLinksUnseen``: renamed, its new name was never seen (``_pool_links``' rule)."""
+    got: tuple[dict, dict, dict] = ({}, {}, {})
+    for link in links:
+        if _follow(link, got, maps):
+            raise LibraryLinksUnseen(
+                f"the library symlink {link} vanished while qbhook looked (renamed, its new name unseen)",
+                hint="run it again once the library is done renaming (an *arr's import)",
+            )
+    return LibraryLinks(*got)
 
 
 # Walks of one pool before its changing is called unseen: enough to outlast one rename (an *arr's

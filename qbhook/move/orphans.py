@@ -21,8 +21,9 @@ are the thin side effects around it):
   in the content folder of a torrent that is incomplete or skips files (qBittorrent keeps
   their pieces in ``.unwanted`` and part files), in its save or its download path, anywhere in
   either for one that lacks metadata (a bare magnet is named by its info hash: where its data
-  lies is not known yet), or in qBittorrent's temp path, or is what a file of such a torrent
-  reaches (``partial_inodes``:
+  lies is not known yet), or in qBittorrent's temp path (each such place by its path, as listed
+  and resolved, and by identity: a folder above the file that is one, ``References.protected_ids``),
+  or is what a file of such a torrent reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
   names, read through its client's path_map as well: cross-seed's symlink mode fills a real
   content folder with per-file symlinks, in a container's spelling when it runs in one, so every
@@ -53,10 +54,12 @@ are the thin side effects around it):
   library beside the torrents, and one torrent cross-seed saved into the library makes only its
   own folder seeding, not the library; a category folder whose torrents were all removed is not
   seeding either, on purpose), reported apart, never quarantined, outside the share guard;
-  *still used by a library* when its inode has a link outside the seeding roots (more links than
-  the walk met), or when a library's symbolic link reaches it (``library_link``: a symlink in a
-  pool outside the seeding roots onto the file, or onto a folder holding it, followed read-only:
-  ``library_links``; its link count says nothing of it), otherwise *reclaimable*; a reclaimable
+  *still used by a library* when its inode has a link outside the seeding roots or in a
+  not-seeding folder (more links than the walk met in seeding folders), or when a library's
+  symbolic link reaches it (``library_link``: a symlink in a pool outside the seeding roots, or
+  one the walk met in a not-seeding folder (``library_of``), onto the file, or onto a folder
+  holding it, followed read-only: ``library_links``; its link count says nothing of it),
+  otherwise *reclaimable*; a reclaimable
   inode frees its size only when every link of it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
   of one kind, or the file itself.
@@ -248,6 +251,13 @@ class References:
     # and resolved: a file at or below one is in a seeding folder (``seeding_folders``), any other
     # is ``not_seeding``. None: not known, every folder is one.
     anchors: frozenset[str] | None = None
+    # (st_dev, st_ino) of each of ``protected`` that can be stat-ed, through its symlinks as the
+    # kernel follows them: a file that is one, or lies in a folder that is one, is protected by
+    # identity too (``in_use``), however its path is spelled. By spelling alone (as listed, and as
+    # ``_real`` resolves it), a save path through a folder deeper than PATH_MAX lost its real place:
+    # realpath's lstat fails there (ENAMETOOLONG) and it takes the link for a folder, so a magnet's
+    # data was quarantined and purged (R89). One that cannot be stat-ed protects by spelling only.
+    protected_ids: frozenset[tuple[int, int]] = frozenset()
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -267,6 +277,16 @@ class Walk:
     # Drop names met (``fsops._drop_name``): a link a killed delete or put-back left hidden (R19),
     # for a person to look at, never reclaimable (maybe the only name of a file a torrent owns).
     drops: tuple[str, ...] = ()
+    # Each symlink of ``skipped`` with its seeding root: one in a folder no torrent is saved in
+    # is a library's (``library_of``).
+    symlinks: tuple[tuple[str, str], ...] = ()
+    # Each folder walked (and each above a root) -> its (st_dev, st_ino), from its verified
+    # descriptor: what ``in_use`` matches ``References.protected_ids`` against (``above``).
+    folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def above(self, path: str) -> Iterable[tuple[int, int]]:
+        """The identities of the walked folders holding ``path``, deepest first (no I/O)."""
+        return (self.folders[d] for d in _upward(posixpath.dirname(path)) if d in self.folders)
 
 
 # --------------------------------------------------------------------------- decision
@@ -375,10 +395,17 @@ class Report:
         }
 
 
-def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
+def in_use(
+    path: str,
+    refs: References,
+    key: tuple[int, int] | None = None,
+    folders: Iterable[tuple[int, int]] | None = None,
+) -> str | None:
     """REFERENCED when ``path``, or the file ``key`` (its (st_dev, st_ino)) names, is a file of a
     complete torrent, PROTECTED when it is a part file, lies where an incomplete torrent keeps
-    its data, or is what a file of an incomplete torrent reaches (by identity, or by the place its
+    its data (by path, or by identity: ``_protected_by_identity``, ``folders`` the identities of the
+    folders holding ``path`` when the caller has them, the walk's), or is what a file of an
+    incomplete torrent reaches (by identity, or by the place its
     symlink resolves to while it is gone), None when no torrent uses it.
 
     So every listed file of every torrent, whatever its state, keeps what it resolves to.
@@ -390,9 +417,46 @@ def in_use(path: str, refs: References, key: tuple[int, int] | None = None) -> s
         return REFERENCED
     if path in refs.partial_places or (key is not None and key in refs.partial_inodes):
         return PROTECTED
-    if is_part_file(path) or within_any(refs.protected)(path):
+    if is_part_file(path) or within_any(refs.protected)(path) or _protected_by_identity(path, refs, key, folders):
         return PROTECTED
     return None
+
+
+def _protected_by_identity(
+    path: str, refs: References, key: tuple[int, int] | None, folders: Iterable[tuple[int, int]] | None
+) -> bool:
+    """Whether the file ``key`` at ``path`` is, or a folder holding it is, a protected place by
+    identity (``References.protected_ids``). ``folders``: those folders' identities (the walk's,
+    fstat-ed through its verified descriptors: ``Walk.above``); None: each stat-ed by its path, up
+    to ``/`` (``_folder_ids``: the purge's held files, a quarantine's open steps, leftover views)."""
+    ids = refs.protected_ids
+    if not ids:
+        return False
+    if key is not None and key in ids:
+        return True
+    return any(f in ids for f in (_folder_ids(path) if folders is None else folders))
+
+
+def _folder_ids(path: str) -> Iterable[tuple[int, int]]:
+    """The (st_dev, st_ino) of each folder holding ``path`` that can be stat-ed, deepest first."""
+    for d in _upward(posixpath.dirname(path)):
+        try:
+            st = os.stat(d)
+        except (OSError, ValueError):
+            continue  # gone since (a quarantine pruned it), or too long to spell: the ones above still say
+        yield st.st_dev, st.st_ino
+
+
+def _stat_ids(paths: Iterable[str]) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of each of ``paths`` that can be stat-ed, followed through its symlinks."""
+    out = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue  # a loop, a name too long, not there: protected by its spelling alone
+        out.add((st.st_dev, st.st_ino))
+    return frozenset(out)
 
 
 def name_in_use(path: str, refs: References, key: tuple[int, int] | None) -> str | None:
@@ -452,11 +516,21 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
-def library_of(cfg) -> LibraryLinks:
+def library_of(cfg, walk: Walk | None = None, anchors: Iterable[str] | None = None) -> LibraryLinks:
     """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk and the
-    purge refuse, one line): a library's symlink not seen makes its data look reclaimable."""
+    purge refuse, one line): a library's symlink not seen makes its data look reclaimable.
+
+    With the orphans ``walk`` (and every torrent's save and download path, ``anchors``): also each
+    symlink it met in a not-seeding folder (``seeding_folders``), followed. ``collect`` never
+    enters a seeding root (a symlink there is cross-seed's), so a library below a root set too
+    high (TRaSH's layout) linked its data unseen: its target was quarantined and purged (R89)."""
     try:
-        return library_links.collect(cfg)
+        found = library_links.collect(cfg)
+        if walk is None or anchors is None or not walk.symlinks:
+            return found
+        seeding = seeding_folders(anchors)
+        theirs = [link for link, root in walk.symlinks if seeding.outside_at(link, root) is not None]
+        return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
             f"refusing: {e.message}",
@@ -489,11 +563,14 @@ def _folders_of(cfg) -> FolderReader:
     return FolderReader((str(p.path) for p in cfg.pools), max_open=LOOK_MAX_OPEN)
 
 
-def classify(e: Entry, refs: References, now: float, settle_seconds: float) -> str | None:
+def classify(
+    e: Entry, refs: References, now: float, settle_seconds: float, folders: Iterable[tuple[int, int]] = ()
+) -> str | None:
     """REFERENCED / PROTECTED / LEFTOVER / UNFINISHED / YOUNG for an entry no torrent uses nor is its own to
     keep, None for one that is an orphan unless it may be a missing torrent's data (``decide``
-    asks ``may_be_missing_data`` then, for the reason it reports)."""
-    used = in_use(e.path, refs, (e.dev, e.ino))
+    asks ``may_be_missing_data`` then, for the reason it reports). ``folders``: the identities of
+    the folders holding it (``Walk.above``)."""
+    used = in_use(e.path, refs, (e.dev, e.ino), folders)
     if used is not None:
         return used
     if e.path in refs.leftovers:
@@ -517,17 +594,20 @@ def decide(
     """The orphans of ``walk`` given ``refs`` (pure: no I/O but ``refs.folder_identity``'s, the
     folders above an orphan when a library symlink has a folder target)."""
     # Long on purpose: classify, credit each inode's bytes once, then group into items: one pass each, in order.
+    seeding = seeding_folders(refs.anchors)
+    # Each inode's links the walk met in a seeding folder. A link in a not-seeding one (a library
+    # below a root set too high) counts like one outside the roots: the library keeps the data.
     seen_links: dict[tuple[int, int], int] = defaultdict(int)
     for e in walk.entries:
-        seen_links[(e.dev, e.ino)] += 1
+        if e.nlink == 1 or seeding.outside(e) is None:
+            seen_links[(e.dev, e.ino)] += 1
     status: dict[str, str] = {}
     counts: dict[str, int] = defaultdict(int)
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
-    seeding = seeding_folders(refs.anchors)
     not_seeding: set[str] = set()
     for e in walk.entries:
-        c = classify(e, refs, now, settle_seconds)
+        c = classify(e, refs, now, settle_seconds, walk.above(e.path))
         if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
             c = PROTECTED
             protected.append(Protected(e.path, e.pool, e.size, m.reason()))
@@ -563,18 +643,19 @@ def decide(
     counted: set[tuple[str, tuple[int, int]]] = set()
     for e in walk.entries:
         t = pools.setdefault(e.pool, PoolTotals())
-        if (e.pool, (e.dev, e.ino)) in counted:
+        # Not seeding data (a library below a root set too high): out of the share guard's base.
+        if status[e.path] == NOT_SEEDING or (e.pool, (e.dev, e.ino)) in counted:
             continue
         counted.add((e.pool, (e.dev, e.ino)))
         t.seeding_bytes += e.size
     counted.clear()
     for o in orphans:
-        if (o.pool, (o.dev, o.ino)) in counted:
+        # Outside the seeding data (a library, most likely): not its orphans, and not where its
+        # inode is counted either (its torrent-side link, met later, is).
+        if o.kind == NOT_SEEDING or (o.pool, (o.dev, o.ino)) in counted:
             continue
         counted.add((o.pool, (o.dev, o.ino)))
         t = pools[o.pool]
-        if o.kind == NOT_SEEDING:
-            continue  # outside the seeding data (a library, most likely): not its orphans
         t.orphan_bytes += o.size
         if o.kind == RECLAIMABLE:
             t.reclaimable_bytes += o.frees
@@ -656,18 +737,22 @@ class SeedingFolders:
         """None when ``e`` lies at or below an anchor; else the highest folder below ``e``'s root
         holding ``e`` that no anchor lies at or below (``e``'s own path if every folder on its way
         holds one): what a person is told is not seeding."""
+        return self.outside_at(e.path, e.root)
+
+    def outside_at(self, path: str, root: str) -> str | None:
+        """``outside`` of whatever lies at ``path`` below the seeding root ``root`` (a symlink)."""
         if self.anchors is None:
             return None
-        for up in _upward(e.path):  # a few set lookups per orphan, whatever the number of torrents
+        for up in _upward(path):  # a few set lookups per orphan, whatever the number of torrents
             if up in self.anchors:
                 return None
-        r = e.root.rstrip("/")
+        r = root.rstrip("/")
         at = r
-        for name in e.path[len(r) + 1 :].split("/"):
+        for name in path[len(r) + 1 :].split("/"):
             at = f"{at}/{name}"
             if at not in self.above:
                 return at
-        return e.path
+        return path
 
 
 def _upward(path: str):
@@ -851,6 +936,8 @@ def walk_roots(cfg) -> Walk:
     entries: list[Entry] = []
     skipped: list[str] = []
     drops: list[str] = []
+    folders: dict[str, tuple[int, int]] = {}
+    symlinks: list[tuple[str, str]] = []
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -863,8 +950,13 @@ def walk_roots(cfg) -> Walk:
                 ) from None
             except OSError:
                 continue  # a missing root is `config check`'s to report; there is nothing in it
-            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops))
-    return Walk(tuple(entries), tuple(skipped), tuple(drops))
+            # The folders above the root, as the purge stats them (``_folder_ids``): a save path
+            # that is a link to one protects the whole root, as its real path does.
+            for up in _upward(posixpath.dirname(root.path)):
+                if (got := _stat_ids((up,))) and up not in folders:
+                    folders[up] = next(iter(got))
+            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops, folders, symlinks))
+    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), folders)
 
 
 def own_identities(cfg) -> frozenset[tuple[int, int]]:
@@ -888,12 +980,15 @@ def own_identities(cfg) -> frozenset[tuple[int, int]]:
     return frozenset(out)
 
 
-def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, list]) -> None:
+def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
     subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
-    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops), as ``Walk`` has them."""
-    _entries, skipped, _drops = out
-    dev = os.fstat(root_fd).st_dev
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks), as
+    ``Walk`` has them, each folder's identity read from its verified descriptor."""
+    skipped, folders = out[1], out[3]
+    st = os.fstat(root_fd)
+    dev = st.st_dev
+    folders[root_s] = (st.st_dev, st.st_ino)
     stack: list[tuple[int, str, list[str]]] = []  # (open folder, its path, subfolders not entered yet)
     fd, d = root_fd, root_s
     try:
@@ -917,10 +1012,13 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, lis
                 skipped.append(d)  # swapped for a symlink (or gone) since the listing: never entered
                 fd = None
                 continue
-            if os.fstat(fd).st_dev != dev:  # swapped for a mount point since the listing
+            st = os.fstat(fd)
+            if st.st_dev != dev:  # swapped for a mount point since the listing
                 os.close(fd)
                 skipped.append(d)
                 fd = None
+            else:
+                folders[d] = (st.st_dev, st.st_ino)
     except BaseException:
         if fd is not None and (not stack or stack[-1][0] != fd):
             os.close(fd)
@@ -930,12 +1028,12 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple[list, list, lis
             os.close(open_fd)
 
 
-def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple[list, list, list]) -> list[str]:
+def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple) -> list[str]:
     """The folder open at ``fd`` (path ``d``): its regular files into ``entries``, what is not
     entered into ``skipped``, drop names into ``drops`` (``out``); returns its subfolders on the
     root's filesystem, by name. ``how``: as ``_walk_root``'s; one of qbhook's own is passed over."""
     pool, ignore, own = how
-    entries, skipped, drops = out
+    entries, skipped, drops = out[:3]
     subdirs: list[str] = []
     try:
         it = os.scandir(fd)
@@ -955,6 +1053,7 @@ def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple[list, l
                 continue  # the catalog, its journal files, the lock folder: qbhook's, never an orphan
             if stat_mod.S_ISLNK(st.st_mode):
                 skipped.append(path)
+                out[4].append((path, root_s))
             elif stat_mod.S_ISDIR(st.st_mode):
                 if st.st_dev != dev:
                     skipped.append(path)  # a nested dataset: not this root's filesystem
@@ -1047,6 +1146,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         names={k: tuple(v) for k, v in found.names.items()},
         # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
         anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
+        protected_ids=_stat_ids(seen),  # ...and by identity, whatever realpath can spell
     )
 
 
@@ -1263,9 +1363,66 @@ def _real(path: str) -> str:
     Not ``facts.resolve_links`` for every path: its component budget gave up on two links padded
     with ``./`` that the kernel follows, and a protected folder's real place went unprotected (R78)."""
     try:
-        return os.path.realpath(path)
+        real = os.path.realpath(path)
     except (OSError, ValueError, RecursionError):
         return path
+    if len(os.fsencode(real)) < _PATH_MAX:
+        return real
+    # A prefix too long for one call: realpath's lstat failed there (ENAMETOOLONG) and it took a
+    # symlink for a folder, its place unspelled; one that dangles has no identity either (R89).
+    return _resolved_by_fds(path) or real
+
+
+_PATH_MAX = 4096  # Linux's: a longer path string fails whole, though the kernel walks deeper by descriptors
+_MAX_LINKS = 40  # the kernel's MAXSYMLINKS: a path through more reaches nothing for any client
+
+
+def _resolved_by_fds(path: str) -> str | None:
+    """``path`` resolved as realpath does (non-strict: from the first component that is not there
+    on, the rest as written), one component at a time below an open folder, so no prefix is ever
+    handed to the kernel whole and none is too long; None when it cannot be (a relative path, a
+    folder that cannot be opened, more links than the kernel follows)."""
+    if not path.startswith("/"):
+        return None
+    todo = [c for c in reversed(path.split("/")) if c]  # a stack: the next component last
+    fds = [os.open("/", os.O_PATH | os.O_DIRECTORY)]
+    names: list[str] = []
+    links = 0
+    try:
+        while todo:
+            c = todo.pop()
+            if c == ".":
+                continue
+            if c == "..":
+                if names:
+                    names.pop()
+                    os.close(fds.pop())
+                continue
+            try:
+                st = os.lstat(c, dir_fd=fds[-1])
+            except FileNotFoundError:
+                return posixpath.normpath("/" + "/".join([*names, c, *reversed(todo)]))
+            if stat_mod.S_ISLNK(st.st_mode):
+                links += 1
+                body = os.readlink(c, dir_fd=fds[-1])
+                if links > _MAX_LINKS:
+                    return None
+                if body.startswith("/"):
+                    while names:
+                        names.pop()
+                        os.close(fds.pop())
+                todo.extend(x for x in reversed(body.split("/")) if x)
+            elif stat_mod.S_ISDIR(st.st_mode):
+                fds.append(os.open(c, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+                names.append(c)
+            else:
+                return posixpath.normpath("/" + "/".join([*names, c, *reversed(todo)]))
+        return "/" + "/".join(names)
+    except (OSError, ValueError):
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _host_maps(client) -> list:
@@ -1379,7 +1536,7 @@ def find_orphans(
             unfinished_runs=tuple(r.id for r in runs),
         )
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_of(cfg))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg, walk, refs.anchors))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
     with _folders_of(cfg) as folders:
@@ -1420,6 +1577,7 @@ def _either(first: References, again: References) -> References:
             for k in {*first.names, *again.names}
         },
         anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
+        protected_ids=first.protected_ids | again.protected_ids,
     )
 
 
