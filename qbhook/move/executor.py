@@ -1214,12 +1214,33 @@ class Executor:
         (its source links are intact); once deletes began, the rest of the old links are kept."""
         if st.deletes_started or st.plan.action not in _VIEW_MOVES:
             return
-        found = self._live_writer(st.plan, listed, checking_writes=False)
+        found = self._live_writer(st.plan, listed)
+        if found is not None and self._live_writer(st.plan, listed, checking_writes=False) is None:
+            found = self._live_writer(st.plan, self._transients_ended(st), True)
         if found is not None:
             raise UnsafeOperation(
                 f"{write_place_reason(*found)}; not deleting the old links",
                 hint="re-plan: the next plan blocks the group by the same rule",
             )
+
+    def _transients_ended(self, st: _GroupRun) -> dict[str, list]:
+        """The clients' listings once no torrent that may write at a destination of the group is
+        checking or moving, or the budget of a move's wait (``timing.budget``) ran out, whichever
+        comes first: such a torrent is judged by how its check or move ends, never left out. One
+        there is most often cross-seed injecting onto the group's new place, which checks what it
+        found: at 100 % it writes nothing; under it, it would download into the group's files,
+        its only copy once the old links go (R91). Refused on sight, the group rolled back hours
+        of copies for a state that ends by itself (R88)."""
+        tm, clock = self.timing, self.ctx.clock
+        deadline, delay = clock() + tm.budget(0), tm.poll_initial_s
+        while True:
+            listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
+            if clock() >= deadline or self._live_writer(st.plan, listed, checking_writes=False) is not None:
+                return listed
+            if self._live_writer(st.plan, listed) is None:
+                return listed  # none left that may write there
+            self.ctx.sleep(delay)
+            delay = min(delay * 1.5, tm.poll_max_s)
 
     def _live_writer(
         self, g: GroupPlan, listed: Mapping[str, list], checking_writes: bool = True

@@ -267,15 +267,18 @@ def test_a_settled_torrent_beside_pad_files_counts_every_file_until_its_index_ro
     )
 
 
-def test_a_cross_seed_checking_at_the_new_place_before_the_first_delete_is_no_writer(world):  # noqa: F811
-    """R88: cross-seed injecting onto a group's new place during its run adds a torrent that checks
-    what it found (not settled, so every file of it a write place): the check before the first
-    delete rolled back hours of copies for a state that ends by itself. A torrent checking or moving
-    writes nothing then; the newcomer check judges it as any torrent using the group's files."""
+@pytest.mark.parametrize("ends_at, status", [(1.0, "done"), (0.4, "rolled_back")], ids=["matches", "differs"])
+def test_a_cross_seed_checking_at_the_new_place_is_judged_once_its_check_ends(world, ends_at, status):  # noqa: F811
+    """cross-seed injecting onto a group's new place during its run adds a torrent that checks what
+    it found. Refused on sight, hours of copies rolled back for a state that ends by itself (R88);
+    left out, one whose check ends under 100 % then downloaded into the group's only copy once the
+    old links went (R91). Judged when its check ends: at 100 % the group finishes, else it rolls
+    back with its source kept."""
     w = world
-    _live(w, set())
+    q = _live(w, set())
     plan = demote_plan(w)
     vg = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+    looks = []
 
     def inject(point, _gid, seq, _step):
         if point == "before" and seq == vg:
@@ -283,5 +286,16 @@ def test_a_cross_seed_checking_at_the_new_place_before_the_first_delete_is_no_wr
             t.transient = "checkingUP"
             w.qbt.add(t)
 
+    def torrents(*a, **k):
+        e = q.t.get(E)
+        if e is not None and e.transient:
+            looks.append(1)
+            if len(looks) > 3:  # the check ends after a few looks
+                e.transient, e.progress = None, ends_at
+        return FakeQbt.torrents(q, *a, **k)
+
+    q.torrents = torrents
     summary = w.executor(hook=inject).apply(plan)
-    assert summary.groups[0].status == "done", summary.groups[0].reason
+    g = summary.groups[0]
+    assert g.status == status, g.reason
+    assert os.path.lexists(os.path.join(w.seed_s, MOVIE)) == (status == "rolled_back")  # the source kept
