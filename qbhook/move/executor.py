@@ -1230,9 +1230,12 @@ class Executor:
         there is most often cross-seed injecting onto the group's new place, which checks what it
         found: at 100 % it writes nothing; under it, it would download into the group's files,
         its only copy once the old links go (R91). Refused on sight, the group rolled back hours
-        of copies for a state that ends by itself (R88)."""
+        of copies for a state that ends by itself (R88). The budget is a move's of the group's
+        payload: such a torrent checks about that much (R93: a fixed 300 s cut a large check short
+        and refused it). Only a torrent listed near a destination is seen: qBittorrent lists a
+        moving torrent at its old save path, so one moving onto a destination is not (named as left)."""
         tm, clock = self.timing, self.ctx.clock
-        deadline, delay = clock() + tm.budget(0), tm.poll_initial_s
+        deadline, delay = clock() + tm.budget(st.plan.payload_bytes or 0), tm.poll_initial_s
         while True:
             listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
             if clock() >= deadline or self._live_writer(st.plan, listed, checking_writes=False) is not None:

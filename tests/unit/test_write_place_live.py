@@ -299,3 +299,33 @@ def test_a_cross_seed_checking_at_the_new_place_is_judged_once_its_check_ends(wo
     g = summary.groups[0]
     assert g.status == status, g.reason
     assert os.path.lexists(os.path.join(w.seed_s, MOVIE)) == (status == "rolled_back")  # the source kept
+
+
+def test_a_long_check_at_the_new_place_is_waited_for_by_the_groups_size(world):  # noqa: F811
+    """R93: the wait's budget was a fixed 300 s: a 50 GB cross-seed's check (~400 s) was cut short,
+    judged mid-check and refused, and the group rolled back its copies. It is a move's budget of
+    the group's payload now (a 50 GB payload: 300 s + 1,000 s)."""
+    w = world
+    q = _live(w, set())
+    plan = demote_plan(w)
+    plan.groups[0].payload_bytes = 50 * 10**9
+    vg = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+    began = []
+
+    def inject(point, _gid, seq, _step):
+        if point == "before" and seq == vg:
+            w.qbt.add(
+                FakeTorrent(E, "Movie.2020", w.seed_p, [(MOVIE, 300_000, 1)], progress=0.0, transient="checkingUP")
+            )
+
+    def torrents(*a, **k):
+        e = q.t.get(E)
+        if e is not None and e.transient:
+            began.append(w.clock.now)
+            if w.clock.now - began[0] > 400:  # a 50 GB check at ~125 MB/s
+                e.transient, e.progress = None, 1.0
+        return FakeQbt.torrents(q, *a, **k)
+
+    q.torrents = torrents
+    summary = w.executor(hook=inject).apply(plan)
+    assert summary.groups[0].status == "done", summary.groups[0].reason
