@@ -96,3 +96,23 @@ def test_without_the_symlink_the_same_pair_converges(tmpfs, tmp_path):  # noqa: 
         assert len(plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups) == 1
     finally:
         w.cat.close()
+
+
+def test_the_converge_pass_with_no_duplicate_walks_no_library(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    """R91 F4: nothing to converge, an unreadable library folder is no refusal (exit 3)."""
+    from qbhook.catalog import library_links
+    from qbhook.errors import LibraryLinksUnseen
+    from qbhook.move.run import apply_converged
+
+    w = te._make_world(tmpfs, tmp_path)  # H1 and H2 share their inodes: no duplicate content
+    try:
+
+        def unseen(cfg):
+            raise LibraryLinksUnseen("cannot look for library symlinks in pool stash: /stash/media: denied")
+
+        monkeypatch.setattr(library_links, "collect", unseen)
+        assert plan_convergence(w.cfg, w.cat, [w.qbt], scan=True).plan.groups == []
+        done = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=False, dry_run=False)
+        assert done.planned.plan.groups == []
+    finally:
+        w.cat.close()
