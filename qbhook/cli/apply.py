@@ -108,7 +108,8 @@ def converge(app: App, yes, scan, wait):
     What `apply` does for the converge groups of a plan, for every group at once, over the
     catalog's duplicate sets: a library's inode is kept first, only names inside seeding roots
     are replaced, each re-checked (inode, size, content) right before its atomic rename. No
-    torrent is relocated or rechecked. Exit codes as `apply`: 0 ok, 5 a group failed, 75 busy.
+    torrent is relocated or rechecked. Exit codes as `apply`: 0 ok, 5 a group failed, 75 busy;
+    3 when a duplicate could be replaced but the libraries' symlinks could not be walked.
 
     \b
     Example:

@@ -138,7 +138,10 @@ def plan_convergence(
             access=access,
             client_groups=cfg.policy.groups_of(),
         )
-        snap = replace(snap, library=_library(cfg, snap, devs))
+        # Walked only when a copy may be replaced: with none, an unreadable library folder is no
+        # refusal (exit 3) of a pass that has nothing to do.
+        if converge.any_duplicate(snap.inodes, snap.content):
+            snap = replace(snap, library=_library(cfg, snap, devs))
         plan = convergence_plan(snap, cfg.policy)
     return ConvergeRun(plan, use, len(sets), len(torrents))
 

@@ -388,14 +388,41 @@ def _library_reach(found: library_links.LibraryLinks, steps, reader: FolderReade
         if not isinstance(d, Delete):
             continue
         path = _norm(d.path)
+        if (link := _reaching(found, path, reader)) is not None:
+            return link, path
+    return None, ""
+
+
+def _reaching(found: library_links.LibraryLinks, path: str, reader: FolderReader, lstat: bool = True) -> str | None:
+    """The library symlink that reaches ``path`` (normalized), or None: ``LibraryLinks.reaching``
+    by path, by the identity of a folder above it, and (``lstat``) by the inode it names now."""
+    key = None
+    if lstat:
         try:
             lst = os.lstat(path)
             key = (lst.st_dev, lst.st_ino)
         except OSError:  # deleted already: its place may still be a symlink's
-            key = None
-        if (link := found.reaching(path, key, reader.identity)) is not None:
-            return link, path
-    return None, ""
+            pass
+    return found.reaching(path, key, reader.identity)
+
+
+def _library_victims(
+    found: library_links.LibraryLinks, todo: list[tuple[GroupPlan, int, Converge]], reader: FolderReader
+) -> dict[tuple[str, int], str]:
+    """Each victim inode ((fsid, ino)) of ``todo`` a library symlink reaches, by its inode or by any
+    of its seeding names (``LibrarySymlinks.used``' rule): the symlink, shown. A name is lstat-ed
+    only when its planned inode number is some file target's: a batch of 10,000 relinks with no
+    file symlink costs no lstat here (each relink checks its name's inode itself)."""
+    inos = {ino for _dev, ino in found.files}
+    out: dict[tuple[str, int], str] = {}
+    for _g, _q, s in todo:
+        victim = (s.fsid, s.ino)
+        if victim in out:
+            continue
+        path = _norm(s.path)
+        if (link := _reaching(found, path, reader, lstat=s.ino in inos)) is not None:
+            out[victim] = f"library symlink {link} -> {library_links.target(link)} uses {path}"
+    return out
 
 
 def _every_client(clients: ClientsByName) -> list[ClientPort]:
@@ -1442,6 +1469,7 @@ class Executor:
         try:
             todo, closed = self._batch_todo(run_id, b, rows, outcomes)
             live = [g.group_id for g, _n in b.groups if g.group_id not in closed]
+            todo, refused, shut_out = self._library_refused(todo, rows)
             hook = self.ctx.hook
             if hook is not None:  # test hooks: unset (every real run), not even a call per step
                 for g, seq, step in todo:
@@ -1449,7 +1477,9 @@ class Executor:
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
             # Read before this attempt records its relinks in the catalog (resume only: a fresh run has no rows).
             victims = self._victims(todo, rows) if rows else {}
-            closes, dead, failed = self._batch_act(todo, ids, outcomes)
+            closes, dead, failed = self._batch_act(todo, ids, outcomes) if todo else ([], {}, None)
+            closes += shut_out
+            dead = {gid: "; ".join(r for r in (refused.get(gid), dead.get(gid)) if r) for gid in {*refused, *dead}}
             if failed is not None:
                 # A forked part failed: what the processes that answered did is closed (synced, and
                 # recorded in the catalog); only the failed part's steps stay intended, its groups running.
@@ -1475,6 +1505,40 @@ class Executor:
         finally:
             lock.release()
         return list(outcomes.values())
+
+    def _library_refused(
+        self, todo: list[tuple[GroupPlan, int, Converge]], rows: dict[int, StepRow]
+    ) -> tuple[list[tuple[GroupPlan, int, Converge]], dict[str, str], list]:
+        """``todo`` without the steps whose victim a library symlink reaches now, walked once for the
+        batch before anything is journaled (``_library_walk``): the plan's walk may be as old as a
+        sweep, or a saved plan's. Returns the steps left, each refused group's reason (one line
+        naming the symlink: the group fails, its other victims relinked), and the closes of refused
+        steps an earlier attempt journaled (resume). A walk that cannot finish refuses every step
+        (a library not seen is a library's file changed), as a demote's deletes refuse."""
+        if not todo:
+            return todo, {}, []
+        _at, found = self._library_walk(False)
+        if isinstance(found, LibraryLinksUnseen):
+            why = f"{found.message}, so whether a library uses the files it replaces is unseen; nothing relinked"
+            used = {(s.fsid, s.ino): why for _g, _q, s in todo}
+        else:
+            with self.ctx.reader() as reader:
+                used = _library_victims(found, todo, reader)
+            if not used:
+                return todo, {}, []
+        refused: dict[str, str] = {}
+        left, shut_out = [], []
+        for g, seq, s in todo:
+            why = used.get((s.fsid, s.ino))
+            if why is None:
+                left.append((g, seq, s))
+                continue
+            refused.setdefault(g.group_id, f"{s.kind} refused: {why}")
+            if seq in rows:  # intended by an attempt that never closed it
+                shut_out.append((rows[seq].id, StepStatus.FAILED, None, why))
+        for gid, why in refused.items():
+            self.log.warning("group %s: %s", gid, why)
+        return left, refused, shut_out
 
     def _batch_todo(
         self, run_id: int, b: _Batch, rows: dict[int, StepRow], outcomes: dict[str, GroupOutcome]

@@ -96,3 +96,94 @@ def test_without_the_symlink_the_same_pair_converges(tmpfs, tmp_path):  # noqa: 
         assert len(plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups) == 1
     finally:
         w.cat.close()
+
+
+# R91 F2: the plan's walk may be as old as a sweep (``serve``) or a saved plan's; a symlink a
+# library made since reached a victim the batch then relinked. The batch walks again before it
+# journals anything (``Executor._library_refused``).
+SUB = "Movie.2020/sub/en.srt"
+
+
+def _two_victims(tmpfs, tmp_path):  # noqa: F811
+    """The executor's world, settled, with the *arr's copies of the movie and of its subtitle in the
+    library (their own inodes): two victims, each seeded by H1 and H2 (one inode, two names).
+    Returns (world, the converge plan, made with no library symlink)."""
+    from qbhook.catalog.scan import scan_pool
+    from qbhook.decide.snapshot import build_snapshot
+
+    w = te._make_world(tmpfs, tmp_path)
+    for rel, data in te.FILES[:2]:
+        write(w.stash / "media/Movie (2020)" / os.path.basename(rel), data)
+    for t in w.qbt.t.values():
+        t.download_path = ""
+    for p in w.cfg.pools:
+        scan_pool(w.cat, p, w.cfg.scan)
+    plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+    (g,) = plan.groups
+    assert g.action == "converge" and len(g.steps) == 4, (g.action, g.reason)
+    return w, plan
+
+
+@pytest.mark.parametrize("onto", ["the movie's file", "the subtitle's folder"])
+def test_a_library_symlink_made_after_the_plan_keeps_its_victim_and_the_rest_converges(tmpfs, tmp_path, onto):  # noqa: F811
+    w, plan = _two_victims(tmpfs, tmp_path)
+    try:
+        h1, h2 = (w.save(h, "stash") for h in (te.H1, te.H2))
+        if onto == "the movie's file":  # H1's name: its inode, so H2's name of it is kept too
+            target, kept, relinked = os.path.join(h1, te.FILES[0][0]), te.FILES[0][0], SUB
+        else:  # H2's folder only: H1's name of the same inode is kept too (every seeding name)
+            target, kept, relinked = os.path.join(h2, "Movie.2020/sub"), SUB, te.FILES[0][0]
+        sym = w.stash / "media/jelly/link"
+        os.makedirs(sym.parent)
+        os.symlink(target, sym)
+        before = [_seen(os.path.join(h, kept)) for h in (h1, h2)]
+        (g,) = w.executor().apply(plan).groups
+        assert g.status == "failed", g.reason
+        assert f"library symlink {sym} -> {target} uses" in g.reason and "\n" not in g.reason, g.reason
+        assert [_seen(os.path.join(h, kept)) for h in (h1, h2)] == before  # the library's file, unchanged
+        lib = os.stat(w.stash / "media/Movie (2020)" / os.path.basename(relinked)).st_ino
+        assert [os.stat(os.path.join(h, relinked)).st_ino for h in (h1, h2)] == [lib, lib]
+    finally:
+        w.cat.close()
+
+
+def test_a_library_walk_that_cannot_finish_relinks_nothing_of_the_batch(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    from qbhook.catalog import library_links
+    from qbhook.errors import LibraryLinksUnseen
+
+    w, plan = _two_victims(tmpfs, tmp_path)
+    try:
+        h1 = w.save(te.H1, "stash")
+        before = [_seen(os.path.join(h1, rel)) for rel, _d in te.FILES[:2]]
+
+        def unseen(cfg):
+            raise LibraryLinksUnseen("cannot look for library symlinks in pool stash: /stash/media: denied")
+
+        monkeypatch.setattr(library_links, "collect", unseen)
+        (g,) = w.executor().apply(plan).groups
+        assert g.status == "failed" and "cannot look for library symlinks" in g.reason, g.reason
+        assert "nothing relinked" in g.reason and "\n" not in g.reason, g.reason
+        assert [_seen(os.path.join(h1, rel)) for rel, _d in te.FILES[:2]] == before
+        assert all(s.status != "intended" for s in w.journal.steps(w.journal.runs()[0].id))
+    finally:
+        w.cat.close()
+
+
+def test_the_converge_pass_with_no_duplicate_walks_no_library(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    """R91 F4: nothing to converge, an unreadable library folder is no refusal (exit 3)."""
+    from qbhook.catalog import library_links
+    from qbhook.errors import LibraryLinksUnseen
+    from qbhook.move.run import apply_converged
+
+    w = te._make_world(tmpfs, tmp_path)  # H1 and H2 share their inodes: no duplicate content
+    try:
+
+        def unseen(cfg):
+            raise LibraryLinksUnseen("cannot look for library symlinks in pool stash: /stash/media: denied")
+
+        monkeypatch.setattr(library_links, "collect", unseen)
+        assert plan_convergence(w.cfg, w.cat, [w.qbt], scan=True).plan.groups == []
+        done = apply_converged(w.cfg, w.cat, [w.qbt], w.executor(), scan=False, dry_run=False)
+        assert done.planned.plan.groups == []
+    finally:
+        w.cat.close()
