@@ -25,13 +25,20 @@ def layout(w) -> str:
     return mv
 
 
+def _library_link_below_the_root(w, name: str, content: bytes, link) -> tuple[str, str, str]:
+    """A torrent-side file no torrent lists and the library's link of it (``os.link`` or
+    ``os.symlink``) in media/ below the same seeding root: (movies folder, data, library link)."""
+    mv = layout(w)
+    data = write(os.path.join(mv, f"Gone/{name}"), content)
+    lib = os.path.join(w.seed_s, f"media/movies/Gone/{name}")
+    os.makedirs(os.path.dirname(lib))
+    link(data, lib)
+    return mv, data, lib
+
+
 def test_a_library_hard_link_below_the_root_keeps_its_data(world):  # noqa: F811
     w = world
-    mv = layout(w)
-    data = write(os.path.join(mv, "Gone/y.mkv"), b"y" * 5000)
-    lib = os.path.join(w.seed_s, "media/movies/Gone/y.mkv")
-    os.makedirs(os.path.dirname(lib))
-    os.link(data, lib)
+    mv, data, lib = _library_link_below_the_root(w, "y.mkv", b"y" * 5000, os.link)
 
     rep = orphans.find_orphans(w.cfg, [w.qbt])
 
@@ -61,11 +68,7 @@ def test_the_share_guard_leaves_a_not_seeding_library_out_of_the_seeding_data(wo
 
 def test_a_library_symlink_below_the_root_keeps_its_target(world):  # noqa: F811
     w = world
-    mv = layout(w)
-    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
-    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
-    os.makedirs(os.path.dirname(lib))
-    os.symlink(data, lib)
+    mv, data, lib = _library_link_below_the_root(w, "x.mkv", b"library's only copy" * 100, os.symlink)
 
     rep = orphans.find_orphans(w.cfg, [w.qbt])
     res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
