@@ -1469,7 +1469,9 @@ class Executor:
         try:
             todo, closed = self._batch_todo(run_id, b, rows, outcomes)
             live = [g.group_id for g, _n in b.groups if g.group_id not in closed]
-            todo, refused, shut_out = self._library_refused(todo, rows)
+            todo, refused, shut_out, relinked = self._library_refused(todo, rows)
+            for gid in relinked:  # an earlier attempt relinked some: what they freed is not known here
+                outcomes[gid].bytes_freed_at_least = True
             hook = self.ctx.hook
             if hook is not None:  # test hooks: unset (every real run), not even a call per step
                 for g, seq, step in todo:
@@ -1508,37 +1510,53 @@ class Executor:
 
     def _library_refused(
         self, todo: list[tuple[GroupPlan, int, Converge]], rows: dict[int, StepRow]
-    ) -> tuple[list[tuple[GroupPlan, int, Converge]], dict[str, str], list]:
+    ) -> tuple[list[tuple[GroupPlan, int, Converge]], dict[str, str], list, set[str]]:
         """``todo`` without the steps whose victim a library symlink reaches now, walked once for the
         batch before anything is journaled (``_library_walk``): the plan's walk may be as old as a
         sweep, or a saved plan's. Returns the steps left, each refused group's reason (one line
-        naming the symlink: the group fails, its other victims relinked), and the closes of refused
-        steps an earlier attempt journaled (resume). A walk that cannot finish refuses every step
-        (a library not seen is a library's file changed), as a demote's deletes refuse."""
+        naming the symlink: the group fails, its other victims relinked), the closes of refused
+        steps an earlier attempt journaled (resume), and the groups some of whose refused steps
+        that attempt had already relinked. A walk that cannot finish refuses every step (a library
+        not seen is a library's file changed), as a demote's deletes refuse.
+
+        A refused step an earlier attempt journaled may have been relinked by it before its kill (a
+        batch closes its steps at its end): one whose name holds the kept inode now is closed done
+        ("already", its bytes not known here), not failed, and the reason does not say "nothing
+        relinked" (R94)."""
         if not todo:
-            return todo, {}, []
+            return todo, {}, [], set()
         _at, found = self._library_walk(False)
         if isinstance(found, LibraryLinksUnseen):
-            why = f"{found.message}, so whether a library uses the files it replaces is unseen; nothing relinked"
+            none = "nothing more relinked" if any(seq in rows for _g, seq, _s in todo) else "nothing relinked"
+            why = f"{found.message}, so whether a library uses the files it replaces is unseen; {none}"
             used = {(s.fsid, s.ino): why for _g, _q, s in todo}
         else:
             with self.ctx.reader() as reader:
                 used = _library_victims(found, todo, reader)
             if not used:
-                return todo, {}, []
+                return todo, {}, [], set()
         refused: dict[str, str] = {}
-        left, shut_out = [], []
-        for g, seq, s in todo:
-            why = used.get((s.fsid, s.ino))
-            if why is None:
-                left.append((g, seq, s))
-                continue
-            refused.setdefault(g.group_id, f"{s.kind} refused: {why}")
-            if seq in rows:  # intended by an attempt that never closed it
-                shut_out.append((rows[seq].id, StepStatus.FAILED, None, why))
+        left, shut_out, relinked = [], [], set()
+        with self.ctx.reader() as reader:
+            for g, seq, s in todo:
+                why = used.get((s.fsid, s.ino))
+                if why is None:
+                    left.append((g, seq, s))
+                    continue
+                refused.setdefault(g.group_id, f"{s.kind} refused: {why}")
+                if seq not in rows:
+                    continue
+                # Intended by an attempt that never closed it: relinked by it, or not.
+                if _holds_kept(reader, s):
+                    shut_out.append(
+                        (rows[seq].id, StepStatus.DONE, {"status": "already", "bytes_freed_unknown": True}, None)
+                    )
+                    relinked.add(g.group_id)
+                else:
+                    shut_out.append((rows[seq].id, StepStatus.FAILED, None, why))
         for gid, why in refused.items():
             self.log.warning("group %s: %s", gid, why)
-        return left, refused, shut_out
+        return left, refused, shut_out, relinked
 
     def _batch_todo(
         self, run_id: int, b: _Batch, rows: dict[int, StepRow], outcomes: dict[str, GroupOutcome]
@@ -4073,6 +4091,17 @@ def _resumed_victim(reader: FolderReader, v: _Victim | None) -> bool | None:
     except (OSError, FolderRefused, PathMapError):
         return None
     return True
+
+
+def _holds_kept(reader: FolderReader, s: Converge) -> bool:
+    """Whether converge step ``s``'s name holds its kept inode now (an attempt killed before its
+    batch closed relinked it), by number and size as ``_resumed_victim`` takes a link."""
+    st = _probe_stat(reader, s.path)
+    return (
+        isinstance(st, os.stat_result)
+        and stat_mod.S_ISREG(st.st_mode)
+        and (st.st_ino, st.st_size) == (s.keep.ino, s.size)
+    )
 
 
 def _probe_converge(reader: FolderReader, s: Converge) -> str:

@@ -187,3 +187,36 @@ def test_the_converge_pass_with_no_duplicate_walks_no_library(tmpfs, tmp_path, m
         assert done.planned.plan.groups == []
     finally:
         w.cat.close()
+
+
+def test_a_resume_whose_walk_fails_keeps_the_kills_relink_done(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    """R94: a batch closes its steps at its end, so a kill after a relink leaves it intended; a
+    resume whose library walk then cannot finish refused every step, closed the relinked one
+    failed and said "nothing relinked". It is closed done ("already", its bytes a lower bound),
+    the others failed, and the reason says "nothing more relinked"."""
+    from qbhook.catalog import library_links
+    from qbhook.errors import LibraryLinksUnseen
+
+    w, plan = _two_victims(tmpfs, tmp_path)
+    try:
+
+        def kill(point, _gid, seq, _step):
+            if point == "after_act" and seq == 0:
+                raise te.Crash("killed after the first relink")
+
+        with pytest.raises(te.Crash):
+            w.executor(hook=kill).apply(plan)
+
+        def unseen(_cfg):
+            raise LibraryLinksUnseen("cannot look for library symlinks in pool stash: denied")
+
+        monkeypatch.setattr(library_links, "collect", unseen)
+        (run,) = w.executor().resume()
+        (g,) = run.groups
+        assert g.status == "failed" and g.reason.endswith("nothing more relinked"), g.reason
+        assert g.bytes_freed_at_least
+        steps = {s.seq: s for s in w.journal.steps(w.journal.runs()[0].id)}
+        assert steps[0].status == "done" and steps[0].result["status"] == "already"
+        assert all(steps[q].status == "failed" for q in (1, 2, 3))
+    finally:
+        w.cat.close()
