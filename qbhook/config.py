@@ -1355,8 +1355,8 @@ def parse_size(text: str) -> int:
     # Exact: through a float, '1.001MB' was 1,000,999 bytes and an 18-digit count lost its last
     # digits (R87); the digits are a decimal fraction, read as one.
     n = Fraction(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-    if _SIZE_UNITS[m.group(2).lower()] == 1 and n.denominator != 1:
-        raise FractionOfAByte(text)
+    if (_SIZE_UNITS[m.group(2).lower()] == 1 and n.denominator != 1) or 0 < n < 1:
+        raise FractionOfAByte(text)  # '0.0009KB' read as 0: no reserve at all, as R21's "0.9" (R95)
     if n > _MAX_INT:
         raise ValueError(text)
     return int(n)

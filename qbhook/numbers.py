@@ -88,9 +88,11 @@ def said(value: Any, limit: int = SAID_CHARS) -> str:
         return shown(value, limit)
     # Words, not a prefix: a page's leading run of blank lines or indentation (thousands of
     # characters) would fill a prefix and leave nothing of the cause (R87). The scan stops at
-    # the limit's worth of words, or at SAID_SCAN characters of a huge body.
-    words, n, cut = [], 0, len(value) > SAID_SCAN
-    for m in _WORD.finditer(value, 0, SAID_SCAN):
+    # the limit's worth of words, or at SAID_SCAN characters of a huge body from its first word.
+    first = _WORD.search(value)  # past any run of blanks, however long (R95: 64 KiB of them left "…")
+    start = first.start() if first else len(value)
+    words, n, cut = [], 0, len(value) - start > SAID_SCAN
+    for m in _WORD.finditer(value, start, start + SAID_SCAN):
         words.append(m.group())
         n += len(m.group()) + 1
         if n > limit + 1:

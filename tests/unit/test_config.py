@@ -142,7 +142,7 @@ def test_a_size_is_read_exactly_not_through_a_float(text, size):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["0.1", "1.5", "0.9B", "\u0663", "\u0663GiB", "1_0"])
+@pytest.mark.parametrize("text", ["0.1", "1.5", "0.9B", "\u0663", "\u0663GiB", "1_0", "0.0009KB"])
 def test_a_size_is_whole_bytes_in_ascii_digits(text):
     """R80: parse_size("0.1") was 0 (the config refused it only by a check beside it, which
     `--min-size` did not make); \\d read other scripts' digits ("٣" was 3)."""

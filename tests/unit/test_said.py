@@ -37,3 +37,10 @@ def test_a_long_run_of_whitespace_before_the_cause_keeps_the_cause():
     assert said(" " * 2000 + "Forbidden") == "Forbidden"
     assert said("\n" * 1700 + "real cause") == "real cause"
     assert said("\t" * 5000 + "x " * 300).startswith("x x x")
+
+
+def test_a_blank_run_longer_than_the_window_still_keeps_the_cause():
+    """R95: the words were looked for in the first SAID_SCAN characters only: 64 KiB of blank
+    lines before the cause gave "…" alone."""
+    assert said(" " * (SAID_SCAN + 1) + "connection refused by proxy") == "connection refused by proxy"
+    assert said("\n" * 70_000 + "cause") == "cause"
