@@ -839,7 +839,9 @@ def test_bad_view_content_never_reaches_set_location(world):
     def hook(point, gid, seq, step):
         if point == "after_act" and step.kind == "copy" and step.args["dst"].endswith("movie.mkv"):
             with open(step.args["dst"], "r+b") as f:  # bit rot / a racing writer, same size
-                f.write(b"X")
+                first = f.read(1)
+                f.seek(0)
+                f.write(bytes([first[0] ^ 0xFF]))  # never the byte already there (urandom: 1 in 256)
 
     summary = world.executor(hook=hook).apply(plan)
     assert "different content" in summary.groups_failed["g1"]
