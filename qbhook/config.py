@@ -32,6 +32,7 @@ maps two ways through nested prefixes; a map has at most ``pathmap.MAX_ENTRIES``
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -46,7 +47,7 @@ import yaml
 
 from qbhook import numbers
 from qbhook.dirfd import FolderRefused, SeedingRoot, loose_folders_above, open_root, symlink_on_the_way
-from qbhook.errors import CatalogFolderMissing, CatalogLinkDangling, ConfigError, PathMapError
+from qbhook.errors import CatalogFolderMissing, CatalogLinkDangling, CatalogLinkLoop, ConfigError, PathMapError
 from qbhook.files import Missing, NotReadable, decode_text, read_regular_file
 from qbhook.files import kind as mode_kind
 from qbhook.lockfile import loose_folder
@@ -1494,7 +1495,10 @@ def check_paths(cfg: Config) -> list[str]:
             if os.path.islink(cfg.catalog):
                 problems.append(CatalogLinkDangling(cfg.catalog, link_target(cfg.catalog)).message)
         except OSError as e:
-            problems.append(f"catalog: cannot look at {cfg.catalog}: {e.strerror}")
+            loop = e.errno == errno.ELOOP  # the line a command that opens it says
+            problems.append(
+                CatalogLinkLoop(cfg.catalog).message if loop else f"catalog: cannot look at {cfg.catalog}: {e.strerror}"
+            )
             mode = None
         if mode is not None and not stat.S_ISREG(mode):
             problems.append(f"catalog: {cfg.catalog} is not a regular file (name a file; qbhook creates it)")

@@ -167,6 +167,18 @@ class CatalogLinkDangling(CatalogMisplaced):
         self.path = path
 
 
+class CatalogLinkLoop(CatalogMisplaced):
+    """``catalog:`` names a symbolic link that leads back to itself (a loop, or more links than
+    the kernel follows): every command said "cannot open catalog: Too many levels of symbolic
+    links" (74, a failure). The config, or the links, name the wrong place (78), one line."""
+
+    def __init__(self, path):
+        super().__init__(
+            f"catalog {path} is a loop of symbolic links (point 'catalog:' at the file itself, or fix the links)"
+        )
+        self.path = path
+
+
 class NotACatalog(CatalogMisplaced):
     """``catalog:`` names a file that is not a qbhook catalog: another program's SQLite database
     (a browser's history), or no SQLite file at all (no SQLite header). Refused before anything is

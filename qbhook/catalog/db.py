@@ -11,6 +11,7 @@ names with newlines or invalid UTF-8 are legal on ZFS and must round-trip.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import sqlite3
@@ -27,6 +28,7 @@ from qbhook.errors import (
     CatalogError,
     CatalogFolderMissing,
     CatalogLinkDangling,
+    CatalogLinkLoop,
     CatalogMisplaced,
     CatalogMissing,
     CatalogUnwritable,
@@ -165,6 +167,8 @@ def _looked_at(path: Path, create: bool) -> os.stat_result | None:
             raise CatalogMissing(path) from None
         return None  # a new catalog: SQLite creates it
     except OSError as e:  # a folder on the way this user may not enter, a name too long
+        if e.errno == errno.ELOOP:  # links that lead back to themselves: the config's, or the links' (78)
+            raise CatalogLinkLoop(path) from None
         raise CatalogUnwritable(f"cannot open catalog {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise CatalogMisplaced(

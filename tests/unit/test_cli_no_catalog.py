@@ -116,6 +116,22 @@ def test_a_catalog_that_is_a_link_to_nothing_is_named_by_every_command(env, args
     assert not target.parent.exists() and _left(env.catalog.parent) == [env.catalog.name]
 
 
+@pytest.mark.parametrize("args", [["status"], ["history"], ["scan"]], ids=" ".join)
+def test_a_catalog_that_is_a_loop_of_links_is_the_configs_fault_in_every_command(env, args):
+    """A link to itself (or a ring of two) was "cannot open catalog ...: Too many levels of symbolic
+    links" (74, a failure): the config, or the links, name the wrong place (78), one line."""
+    env.catalog.parent.mkdir(parents=True, exist_ok=True)
+    other = env.catalog.with_name("other.sqlite")
+    env.catalog.symlink_to(other)
+    other.symlink_to(env.catalog)
+    r = env.run(*args, expect=ExitCode.CONFIG)
+    assert r.stderr == (
+        f"qbhook: catalog {env.catalog} is a loop of symbolic links "
+        "(point 'catalog:' at the file itself, or fix the links)\n"
+    )
+    assert r.stdout == "" and sorted(_left(env.catalog.parent)) == sorted([env.catalog.name, other.name])
+
+
 def test_a_scan_makes_a_new_catalog_where_a_link_points_into_a_folder_that_exists(env):
     """R87: a link to a catalog not made yet, in a folder that exists (a catalog kept on another
     disk), is how some set it up: `scan` made it through the link, and does again; a reader

@@ -342,3 +342,10 @@ def test_a_config_every_user_may_read_without_secrets_is_fine(env):
     _with_secret_files(env, 0o600)
     env.config.chmod(0o644)
     assert others(problems(env)) == []
+
+
+def test_a_catalog_that_is_a_loop_of_links_is_a_problem(env):
+    env.catalog.symlink_to(env.catalog)
+    assert others(problems(env)) == [
+        f"catalog {env.catalog} is a loop of symbolic links (point 'catalog:' at the file itself, or fix the links)"
+    ]
