@@ -37,6 +37,7 @@ from qbhook.errors import (
     NotACatalog,
     QbhookError,
 )
+from qbhook.users import named_user, user_name
 
 
 def migrations() -> list[str]:
@@ -78,7 +79,7 @@ def sqlite_failure(e: BaseException, path: str | Path | None) -> QbhookError | N
         # left read-only, the catalog itself), so the fix is one command, not a guess.
         return CatalogUnwritable(
             f"{where}: {detail} ({why})",
-            hint=f"let {_user(os.geteuid())} write it (chown, chmod u+w) or run qbhook as the user that owns it",
+            hint=f"let {named_user(os.geteuid())} write it (chown, chmod u+w) or run qbhook as the user that owns it",
         )
     if any(w in low for w in _UNWRITABLE):
         return CatalogUnwritable(
@@ -211,11 +212,11 @@ def _leaves_nothing(path: Path, st: os.stat_result) -> None:
             hint="read it where it is mounted read-write, or while a qbhook that writes it has it open",
         )
     if st.st_uid != os.geteuid():  # another user's catalog: theirs to run qbhook as, not to give away
-        fix = f"run qbhook as {_user(st.st_uid)}, its owner"
+        fix = f"run qbhook as {named_user(st.st_uid)}, its owner"
     else:
         fix = f"chmod u+w {shlex.quote(os.fspath(real))}"
     raise CatalogUnwritable(
-        f"catalog {path} is {_owned(st)}, which {_user(os.geteuid())} may not write: opening it now "
+        f"catalog {path} is {_owned(st)}, which {named_user(os.geteuid())} may not write: opening it now "
         f"would leave {made} beside it, read-only for every writer after",
         hint=f"{fix} (while a qbhook that may write it has it open, it can be read as it is)",
     )
@@ -300,22 +301,8 @@ def unwritable(path: str | Path) -> str | None:
 
 
 def _owned(st: os.stat_result) -> str:
-    name = _name(st.st_uid)
+    name = user_name(st.st_uid)
     return f"owned by {name or f'uid {st.st_uid}'}, mode {stat.S_IMODE(st.st_mode):o}"
-
-
-def _user(uid: int) -> str:
-    name = _name(uid)
-    return f"user {name}" if name else f"uid {uid}"
-
-
-def _name(uid: int) -> str | None:
-    import pwd  # here: only a refusal names a user
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
 
 
 def _foreign(conn: sqlite3.Connection) -> bool:

@@ -38,6 +38,7 @@ from qbhook.errors import (
     QbhookError,
 )
 from qbhook.units import human_bytes as _human_bytes
+from qbhook.users import named_user
 
 if TYPE_CHECKING:
     from qbhook.clients.port import ClientPort
@@ -312,7 +313,7 @@ def hook(app: App, event, values):
     why = unwritable(app.cfg.catalog)
     if why is not None:
         raise CatalogUnwritable(
-            f"hook: {_user(os.geteuid())} may not write the catalog ({why}): this {event!r} event is lost; "
+            f"hook: {named_user(os.geteuid())} may not write the catalog ({why}): this {event!r} event is lost; "
             "let qBittorrent run the HTTP hook instead (`qbhook setup qbittorrent`)"
         )
     ev = parse_qbt_hook(hook_fields(event, values))
@@ -339,15 +340,6 @@ def _event_lost(e: QbhookError, event: str) -> QbhookError:
     e.message = f"hook: {e.message}: this {event!r} event is lost"
     e.hint = "qBittorrent does not retry a hook; the next sweep reconciles the torrent"
     return e
-
-
-def _user(uid: int) -> str:
-    import pwd
-
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def hook_fields(event: str, values) -> dict[str, str]:
@@ -545,7 +537,7 @@ def _check_direct(client, catalog) -> None:
             owner = os.geteuid()  # no catalog yet: it will be this user's
         if proc.uid in (0, owner):
             return
-        why = f"{proc.name} (pid {proc.pid}) runs as {_user(proc.uid)}, who may not write the catalog {catalog}"
+        why = f"{proc.name} (pid {proc.pid}) runs as {named_user(proc.uid)}, who may not write the catalog {catalog}"
     raise DirectHookRefused(
         f"qBittorrent {client.name}: --mode direct refused: {why}",
         hint="use the HTTP hook, the default mode: qbhook setup qbittorrent --hook-path PATH-OF-qbt-hook.sh",

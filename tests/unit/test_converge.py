@@ -794,7 +794,6 @@ def test_the_last_link_of_a_file_at_the_temporary_name_is_never_removed(fs2):
 
 
 def test_the_real_planner_and_executor_converge_two_cross_seeded_links_onto_a_library_copy(tmpfs, tmp_path):  # noqa: F811
-    from qbhook.catalog.scan import scan_pool
     from qbhook.decide.snapshot import build_snapshot
 
     w = te._make_world(tmpfs, tmp_path)
@@ -803,12 +802,8 @@ def test_the_real_planner_and_executor_converge_two_cross_seeded_links_onto_a_li
         lib = write(w.stash / "media/Movie (2020)/Movie (2020).mkv", movie)  # an *arr import's copy
         lib_before = os.lstat(lib)
         seeding = [os.path.join(w.save(h, "stash"), "Movie.2020/movie.mkv") for h in (te.H1, te.H2)]
-        for t in w.qbt.t.values():
-            t.download_path = ""
-        for p in w.cfg.pools:
-            scan_pool(w.cat, p, w.cfg.scan)
 
-        plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        plan = te.settled_plan(w)
         (g,) = plan.groups
         assert g.action == "converge" and g.bytes_freed == len(movie), g.reason
         assert sorted(s.args["path"] for s in g.steps) == sorted(seeding)

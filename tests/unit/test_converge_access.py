@@ -147,7 +147,6 @@ def test_relink_over_counts_the_owners_groups_only_where_the_config_gives_them(f
 
 @ROOT_ONLY
 def test_the_real_planner_reads_the_owners_from_its_lstat_and_leaves_the_file(tmpfs, tmp_path):  # noqa: F811
-    from qbhook.catalog.scan import scan_pool
     from qbhook.decide.snapshot import build_snapshot
 
     w = te._make_world(tmpfs, tmp_path)
@@ -160,11 +159,7 @@ def test_the_real_planner_reads_the_owners_from_its_lstat_and_leaves_the_file(tm
         for p in seeding:
             os.chown(p, 1000, 1000)
             os.chmod(p, 0o664)
-        for t in w.qbt.t.values():
-            t.download_path = ""
-        for p in w.cfg.pools:
-            scan_pool(w.cat, p, w.cfg.scan)
-        plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+        plan = te.settled_plan(w)
         (g,) = plan.groups
         assert g.action == "stay" and not g.steps, g.reason
         assert "is not converged: the library's copy would take write access from uid 1000" in g.reason

@@ -16,12 +16,9 @@ from hypothesis import strategies as hst
 
 from qbhook import dirfd
 from qbhook.catalog import store as store_mod
-from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.decide import plan as plan_mod
 from qbhook.decide.plan import GroupPlan, Plan, Step
-from qbhook.decide.planner import make_plan
-from qbhook.decide.snapshot import build_snapshot
 from qbhook.errors import UnsafeOperation
 from qbhook.move import fsops
 from qbhook.move.executor import build_executor
@@ -299,11 +296,7 @@ def _planned_library_copy(w):
     for dirpath, _d, files in os.walk(w.stash):
         for f in files:
             os.utime(os.path.join(dirpath, f), ns=(OLD_NS, OLD_NS))
-    for t in w.qbt.t.values():
-        t.download_path = ""
-    for p in w.cfg.pools:
-        scan_pool(w.cat, p, w.cfg.scan)
-    plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+    plan = te.settled_plan(w)
     (g,) = plan.groups
     assert g.action == "converge", g.reason
     return plan, g, str(lib), movie

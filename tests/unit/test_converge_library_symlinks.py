@@ -108,17 +108,10 @@ def _two_victims(tmpfs, tmp_path):  # noqa: F811
     """The executor's world, settled, with the *arr's copies of the movie and of its subtitle in the
     library (their own inodes): two victims, each seeded by H1 and H2 (one inode, two names).
     Returns (world, the converge plan, made with no library symlink)."""
-    from qbhook.catalog.scan import scan_pool
-    from qbhook.decide.snapshot import build_snapshot
-
     w = te._make_world(tmpfs, tmp_path)
     for rel, data in te.FILES[:2]:
         write(w.stash / "media/Movie (2020)" / os.path.basename(rel), data)
-    for t in w.qbt.t.values():
-        t.download_path = ""
-    for p in w.cfg.pools:
-        scan_pool(w.cat, p, w.cfg.scan)
-    plan = make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
+    plan = te.settled_plan(w)
     (g,) = plan.groups
     assert g.action == "converge" and len(g.steps) == 4, (g.action, g.reason)
     return w, plan

@@ -10,6 +10,7 @@ from unittest.mock import ANY
 import blake3
 import pytest
 
+from qbhook.catalog.scan import scan_pool
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import _COLUMNS as _INDEX_COLUMNS
 from qbhook.catalog.torrents import TorrentIndex, TorrentRecord
@@ -17,6 +18,8 @@ from qbhook.clients.model import TorrentFile, TorrentInfo
 from qbhook.clients.port import FixedStateLag
 from qbhook.config import QbtConfig
 from qbhook.decide.plan import GroupPlan, Plan, Step
+from qbhook.decide.planner import make_plan
+from qbhook.decide.snapshot import build_snapshot
 from qbhook.errors import LockBusy, QbhookError, QbtError, UnknownTorrent, UnsafeOperation
 from qbhook.move.executor import Executor, build_executor
 from qbhook.move.journal import Journal
@@ -301,6 +304,17 @@ def world(tmpfs, tmp_path):  # noqa: F811
     w = _make_world(tmpfs, tmp_path)
     yield w
     w.cat.close()
+
+
+def settled_plan(w: World) -> Plan:
+    """The real planner's plan of ``w`` as it stands, its torrents settled (no stale download
+    path: the planner blocks one) and every pool scanned: one bed for the tests that plan on
+    real files (the converge tests put a library copy in first)."""
+    for t in w.qbt.t.values():
+        t.download_path = ""
+    for p in w.cfg.pools:
+        scan_pool(w.cat, p, w.cfg.scan)
+    return make_plan(build_snapshot(w.cfg, w.cat, [w.qbt]), w.cfg.policy)
 
 
 def demote_plan(w: World, hashed: bool = True) -> Plan:

@@ -108,8 +108,9 @@ def test_a_reader_of_a_catalog_it_may_not_write_says_so_and_makes_nothing(bed):
     assert r.returncode == ExitCode.IO_ERROR, r.stdout + r.stderr
     lines = r.stderr.splitlines()
     assert lines[0] == (
-        f"qbhook: catalog {cat} is owned by nobody, mode 444, which user nobody may not write: opening it now "
-        "would leave catalog.sqlite-wal and catalog.sqlite-shm beside it, read-only for every writer after"
+        f"qbhook: catalog {cat} is owned by nobody, mode 444, which user nobody (uid {_nobody().pw_uid}) may not "
+        "write: opening it now would leave catalog.sqlite-wal and catalog.sqlite-shm beside it, "
+        "read-only for every writer after"
     ), lines
     assert lines[1].startswith(f"  hint: chmod u+w {cat} ") and len(lines) == 2, lines
     assert _folder(cat) == before  # no -wal, no -shm
@@ -133,8 +134,10 @@ def test_another_users_catalog_is_read_while_its_writer_has_it_open_and_refused_
     r = _qbhook(root, cfg, "history")
     assert r.returncode == ExitCode.IO_ERROR, r.stdout + r.stderr
     lines = r.stderr.splitlines()
-    assert lines[0].startswith(f"qbhook: catalog {cat} is owned by root, mode 644, which user nobody may not "), lines
-    assert lines[1].startswith("  hint: run qbhook as user root, its owner ("), lines
+    assert lines[0].startswith(
+        f"qbhook: catalog {cat} is owned by root, mode 644, which user nobody (uid {_nobody().pw_uid}) may not "
+    ), lines
+    assert lines[1].startswith("  hint: run qbhook as user root (uid 0), its owner ("), lines
     assert _folder(cat) == before
 
 
@@ -154,7 +157,10 @@ def test_a_writer_meeting_a_read_only_shm_names_it(bed):
     assert lines[0] == (
         f"qbhook: catalog {cat}: attempt to write a readonly database ({cat}-shm is owned by nobody, mode 444)"
     ), lines
-    assert lines[1] == "  hint: let user nobody write it (chown, chmod u+w) or run qbhook as the user that owns it"
+    assert lines[1] == (
+        f"  hint: let user nobody (uid {_nobody().pw_uid}) write it (chown, chmod u+w) "
+        "or run qbhook as the user that owns it"
+    )
 
 
 def test_a_symlinked_catalog_is_read_while_its_writer_has_it_open(bed):
