@@ -431,6 +431,12 @@ def _every_client(clients: ClientsByName) -> list[ClientPort]:
     return list(values() if values is not None else clients)
 
 
+def _listings(clients: ClientsByName) -> dict[str, list]:
+    """Every client's torrent listing by client name: one ``torrents()`` a client. A client that
+    does not answer raises (its ``QbhookError``): the write-place checks take no place not known free."""
+    return {c.name: c.torrents() for c in _every_client(clients)}
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
     """How long the executor waits, and how often it looks."""
@@ -1192,7 +1198,7 @@ class Executor:
         ):
             return None
         try:
-            return {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
+            return _listings(self.ctx.clients)
         except QbhookError as e:
             reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
             self.log.warning("group %s: %s", st.plan.group_id, reason)
@@ -1221,7 +1227,7 @@ class Executor:
         g = st.plan
         try:
             if listed is None:
-                listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
+                listed = _listings(self.ctx.clients)
             found = self._live_writer(g, listed)
             if found is not None:
                 raise UnsafeOperation(write_place_reason(*found))
@@ -1264,7 +1270,7 @@ class Executor:
         tm, clock = self.timing, self.ctx.clock
         deadline, delay = clock() + tm.budget(st.plan.payload_bytes or 0), tm.poll_initial_s
         while True:
-            listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
+            listed = _listings(self.ctx.clients)
             if clock() >= deadline or self._live_writer(st.plan, listed, checking_writes=False) is not None:
                 return listed
             if self._live_writer(st.plan, listed) is None:
