@@ -235,13 +235,27 @@ def live_writer(
     """(a path of ``dsts``, who) where one of ``infos`` (torrents listed live, host paths; not the
     moving group's own) may write (``write_places``), or None: the executor's re-check right before
     a move first makes files at its destination, since a person may rename a file onto one
-    (``renameFile``) or add a torrent skipping one there after the plan. ``files_of`` (a torrent's
-    (rel, priority) list asked of its client, None: no answer) is asked only of a torrent that may
-    write and whose content's places (``content_places``: a root folder of its own, or its save
-    path when it has none) are one of ``dsts`` or a folder of one: a torrent with its own root
-    folder elsewhere writes nowhere near them unless renamed, and is not asked. With a list its
-    files' places decide, exactly as a snapshot holding it decides (``writer_at``); without one its
-    content's places do, as for a torrent a partial snapshot leaves out."""
+    (``renameFile``) or add a torrent skipping one there after the plan. The first of
+    ``live_writers``, which says whom it asks and how a torrent's places decide."""
+    return next(((hit, who) for hit, who, _t in live_writers(infos, dsts, resolve, skipping, files_of)), None)
+
+
+def live_writers(
+    infos: Iterable,
+    dsts: Iterable[str],
+    resolve: Callable[[str], str] | None,
+    skipping: Mapping[tuple[str, str], tuple[bool, int | None, int | None]],
+    files_of: Callable[[object], Sequence[tuple[str, int]] | None],
+) -> Iterator[tuple[str, str, object]]:
+    """(a path of ``dsts``, who, the torrent) for each of ``infos`` that may write at one, in their
+    order and lazily: a caller stops at the writer it needs, and each torrent's file list is asked
+    at most once a pass (the executor takes both of its verdicts from one: ``Executor._live_writer``).
+    ``files_of`` (a torrent's (rel, priority) list asked of its client, None: no answer) is asked
+    only of a torrent that may write and whose content's places (``content_places``: a root folder
+    of its own, or its save path when it has none) are one of ``dsts`` or a folder of one: a torrent
+    with its own root folder elsewhere writes nowhere near them unless renamed, and is not asked.
+    With a list its files' places decide, exactly as a snapshot holding it decides (``writer_at``);
+    without one its content's places do, as for a torrent a partial snapshot leaves out."""
     wanted = [canonical_path(d) for d in dsts]
     near = {a for d in wanted for a in _with_folders(d)}
     for t in infos:
@@ -251,8 +265,7 @@ def live_writer(
         files = files_of(t)
         places = frozenset(write_places(t, resolve, indexed, files))
         if hit := next((d for d in wanted if _at_or_under(d, places)), None):
-            return hit, _named(t, unread=not files)
-    return None
+            yield hit, _named(t, unread=not files), t
 
 
 def _with_folders(path: str) -> Iterator[str]:

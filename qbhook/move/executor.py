@@ -370,6 +370,13 @@ class ClientsByName(Protocol):
 _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
 
 
+class _Writers(NamedTuple):
+    """One live look's two verdicts (``Executor._live_writer``), from one pass over a listing."""
+
+    found: tuple[str, str] | None  # the first writer listed, checking and moving torrents counted
+    only_transient: bool  # found, and every torrent found writing there is checking or moving
+
+
 def _look_due(last: float | None, now: float, deletes_started: bool) -> bool:
     """Whether a look the deletes repeat (newcomers, library symlinks) must be taken again at
     ``now``: before a group's first delete unless the last one is under ``_REREAD_S`` old (a sync
@@ -429,6 +436,12 @@ def _every_client(clients: ClientsByName) -> list[ClientPort]:
     """Every client of ``clients``: a ``Clients`` iterates its adapters, a plain mapping its names."""
     values = getattr(clients, "values", None)
     return list(values() if values is not None else clients)
+
+
+def _listings(clients: ClientsByName) -> dict[str, list]:
+    """Every client's torrent listing by client name: one ``torrents()`` a client. A client that
+    does not answer raises (its ``QbhookError``): the write-place checks take no place not known free."""
+    return {c.name: c.torrents() for c in _every_client(clients)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -1192,7 +1205,7 @@ class Executor:
         ):
             return None
         try:
-            return {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
+            return _listings(self.ctx.clients)
         except QbhookError as e:
             reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
             self.log.warning("group %s: %s", st.plan.group_id, reason)
@@ -1221,8 +1234,8 @@ class Executor:
         g = st.plan
         try:
             if listed is None:
-                listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
-            found = self._live_writer(g, listed)
+                listed = _listings(self.ctx.clients)
+            found = self._live_writer(g, listed).found
             if found is not None:
                 raise UnsafeOperation(write_place_reason(*found))
         except QbhookError as e:
@@ -1241,52 +1254,56 @@ class Executor:
         (its source links are intact); once deletes began, the rest of the old links are kept."""
         if st.deletes_started or st.plan.action not in _VIEW_MOVES:
             return
-        found = self._live_writer(st.plan, listed)
-        if found is not None and self._live_writer(st.plan, listed, checking_writes=False) is None:
-            found = self._live_writer(st.plan, self._transients_ended(st), True)
+        look = self._live_writer(st.plan, listed)
+        found = self._transients_ended(st) if look.only_transient else look.found
         if found is not None:
             raise UnsafeOperation(
                 f"{write_place_reason(*found)}; not deleting the old links",
                 hint="re-plan: the next plan blocks the group by the same rule",
             )
 
-    def _transients_ended(self, st: _GroupRun) -> dict[str, list]:
-        """The clients' listings once no torrent that may write at a destination of the group is
-        checking or moving, or the budget of a move's wait (``timing.budget``) ran out, whichever
-        comes first: such a torrent is judged by how its check or move ends, never left out. One
-        there is most often cross-seed injecting onto the group's new place, which checks what it
-        found: at 100 % it writes nothing; under it, it would download into the group's files,
-        its only copy once the old links go (R91). Refused on sight, the group rolled back hours
-        of copies for a state that ends by itself (R88). The budget is a move's of the group's
-        payload: such a torrent checks about that much (R93: a fixed 300 s cut a large check short
-        and refused it). Only a torrent listed near a destination is seen: qBittorrent lists a
-        moving torrent at its old save path, so one moving onto a destination is not (named as left)."""
+    def _transients_ended(self, st: _GroupRun) -> tuple[str, str] | None:
+        """The writer found (``_live_writer``) on the clients' listings once no torrent that may
+        write at a destination of the group is checking or moving, or the budget of a move's wait
+        (``timing.budget``) ran out, whichever comes first: such a torrent is judged by how its
+        check or move ends, never left out. One there is most often cross-seed injecting onto the
+        group's new place, which checks what it found: at 100 % it writes nothing; under it, it
+        would download into the group's files, its only copy once the old links go (R91). Refused on
+        sight, the group rolled back hours of copies for a state that ends by itself (R88). The
+        budget is a move's of the group's payload: such a torrent checks about that much (R93: a
+        fixed 300 s cut a large check short and refused it). Only a torrent listed near a
+        destination is seen: qBittorrent lists a moving torrent at its old save path, so one moving
+        onto a destination is not (named as left)."""
         tm, clock = self.timing, self.ctx.clock
         deadline, delay = clock() + tm.budget(st.plan.payload_bytes or 0), tm.poll_initial_s
         while True:
-            listed = {c.name: c.torrents() for c in _every_client(self.ctx.clients)}
-            if clock() >= deadline or self._live_writer(st.plan, listed, checking_writes=False) is not None:
-                return listed
-            if self._live_writer(st.plan, listed) is None:
-                return listed  # none left that may write there
+            listed = _listings(self.ctx.clients)
+            late = clock() >= deadline
+            look = self._live_writer(st.plan, listed)  # one pass a poll: both verdicts
+            if late or not look.only_transient:
+                return look.found  # None: none left that may write there
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, tm.poll_max_s)
 
-    def _live_writer(
-        self, g: GroupPlan, listed: Mapping[str, list], checking_writes: bool = True
-    ) -> tuple[str, str] | None:
+    def _live_writer(self, g: GroupPlan, listed: Mapping[str, list]) -> _Writers:
         """(a destination file of ``g``, who) where a torrent of the clients' listings (``listed``,
-        by client name) outside the group may write (``converge.live_writer``: the planner's rule,
-        ``write_place_blockers``), or None. Its destinations are the files it makes and the view's
-        files it reuses in place. The one home of the live
-        check: before the first make (``_check_write_places``) and before the first delete
-        (``_check_no_writer``). A file list a client does not give leaves the torrent's folder counting.
+        by client name) outside the group may write (``converge.live_writers``: the planner's rule,
+        ``write_place_blockers``), or None, and whether every torrent that may write there is checking
+        or moving. Its destinations are the files it makes and the view's files it reuses in place.
+        The one home of the live check: before the first make (``_check_write_places``, which counts
+        every writer) and before the first delete (``_check_no_writer``). A file list a client does
+        not give leaves the torrent's folder counting.
 
-        ``checking_writes`` False (before the first delete): a torrent checking or moving writes
-        nothing while it does, and one there then is most often cross-seed injecting onto the
-        group's new place (it checks what it found): refused, hours of copies rolled back for a
-        state that ends by itself (R88). Whether it then downloads into the group's files is the
-        newcomer check's question, as for any torrent that uses them."""
+        One pass gives both verdicts, stopping at the first writer neither checking nor moving: each
+        torrent's file list is asked at most once a look, and ``skipped_files_known`` read once. It is
+        read every look, never kept for the group's run: a sync during the copies may learn of a file
+        skipped since (rTorrent's sizes do not move with a priority), which an older read would miss.
+
+        Before the first delete a torrent checking or moving writes nothing while it does, and one
+        there then is most often cross-seed injecting onto the group's new place (it checks what it
+        found): refused, hours of copies rolled back for a state that ends by itself (R88). Whether
+        it then downloads into the group's files is the newcomer check's question, as for any
+        torrent that uses them."""
         dsts = [s.dst for s in g.steps if isinstance(s, (Copy, Link, MkEmpty))]
         dsts += [f.path for s in g.steps if isinstance(s, VerifyView) for f in s.files]  # a reused file too
         pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
@@ -1304,10 +1321,14 @@ class Executor:
             for got in listed.values()
             for t in got
             if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
-            and (checking_writes or not (t.is_checking or t.is_moving))
         ]
         known = skipped_files_known(self.catalog.conn)
-        return converge.live_writer(others, dsts, LinkResolver(), known, files_of)
+        found = None
+        for hit, who, t in converge.live_writers(others, dsts, LinkResolver(), known, files_of):
+            found = found or (hit, who)  # the first listed, transient or not
+            if not (t.is_checking or t.is_moving):
+                return _Writers(found, only_transient=False)
+        return _Writers(found, only_transient=found is not None)
 
     def _check_room(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet (none of its steps journaled) copies only if all its copies fit,

@@ -21,6 +21,7 @@ import pytest
 from qbhook.catalog.indexer import sync_client
 from qbhook.decide import converge
 from qbhook.errors import UnknownTorrent
+from qbhook.move import executor as executor_mod
 from tests.helpers import write
 from tests.unit.test_executor import H1, Crash, FakeQbt, FakeTorrent, demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
@@ -329,3 +330,79 @@ def test_a_long_check_at_the_new_place_is_waited_for_by_the_groups_size(world): 
     q.torrents = torrents
     summary = w.executor(hook=inject).apply(plan)
     assert summary.groups[0].status == "done", summary.groups[0].reason
+
+
+def test_each_look_before_the_first_delete_asks_a_file_list_and_reads_the_index_once(world, monkeypatch):  # noqa: F811
+    """The check before the first delete judged each listing twice (every writer, then those neither
+    checking nor moving), and waiting for a check to end twice a poll and once more at its end: each
+    judgement asked the clients for the same file lists again and ran ``skipped_files_known`` (a
+    grouped pass over the whole file index) again. One pass a look gives both verdicts. Here a
+    cross-seed checks at the new place for three looks and ends under 100 %: the group rolls back."""
+    w = world
+    q = _live(w, set())
+    plan = demote_plan(w)
+    vg = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+    looks: list[list[int]] = []  # from verify_group to the verdict, by listing: index reads, first file call
+    done: list[int] = []  # where the looks' file calls end
+
+    def inject(point, _gid, seq, _step):
+        if point == "before" and seq == vg:
+            t = FakeTorrent(E, "Movie.2020", w.seed_p, [(MOVIE, 300_000, 1)], progress=0.4)
+            t.transient = "checkingUP"
+            w.qbt.add(t)
+
+    def torrents(*a, **k):
+        e = q.t.get(E)
+        if e is not None and len(looks) < 4:
+            looks.append([0, len(q.file_calls)])
+            if len(looks) == 4:  # the check ends under 100 %: this look's verdict is a writer
+                e.transient = None
+        elif looks and not done:  # a listing after the verdict (the rollback's)
+            done.append(len(q.file_calls))
+        return FakeQbt.torrents(q, *a, **k)
+
+    real = executor_mod.skipped_files_known
+
+    def known(conn):
+        if looks and not done:
+            looks[-1][0] += 1
+        return real(conn)
+
+    q.torrents = torrents
+    monkeypatch.setattr(executor_mod, "skipped_files_known", known)
+    summary = w.executor(hook=inject).apply(plan)
+    g = summary.groups[0]
+    assert g.status == "rolled_back" and "Movie.2020" in g.reason, g.reason
+    ends = [at for _n, at in looks[1:]] + (done or [len(q.file_calls)])
+    asked = [q.file_calls[at:end].count(E) for (_n, at), end in zip(looks, ends, strict=True)]
+    assert (asked, [n for n, _at in looks]) == ([1, 1, 1, 1], [1, 1, 1, 1])
+
+
+def test_a_writer_found_before_the_first_delete_has_its_file_list_asked_once(world, monkeypatch):  # noqa: F811
+    """A settled torrent renamed onto a destination during the copies: the look before the first
+    delete found it among every writer, then again among those neither checking nor moving, asking
+    its file list and reading the index twice. One pass gives both verdicts."""
+    w = world
+    q = _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    vg = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+    at: list[int] = []  # where verify_group's look begins in the file calls
+    reads = []
+    real = executor_mod.skipped_files_known
+
+    def rename(point, _gid, seq, _step):
+        if point == "before" and seq == vg:
+            d.files[1] = (MOVIE, 7, 0)  # renameFile in qBittorrent during the copies
+            at.append(len(q.file_calls))
+
+    def known(conn):
+        reads.append(bool(at))
+        return real(conn)
+
+    monkeypatch.setattr(executor_mod, "skipped_files_known", known)
+    summary = w.executor(hook=rename).apply(plan)
+    _rolled_back_keeping_the_source(w, summary, os.path.join(w.seed_p, MOVIE))
+    # D's list: the newcomer check's (the index first saw it within the plan's slack), then one pass's.
+    assert (q.file_calls[at[0] :].count(D), reads.count(True)) == (2, 1)
