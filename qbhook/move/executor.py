@@ -1490,16 +1490,15 @@ class Executor:
         try:
             todo, closed = self._batch_todo(run_id, b, rows, outcomes)
             live = [g.group_id for g, _n in b.groups if g.group_id not in closed]
-            todo, refused, shut_out, relinked = self._library_refused(todo, rows)
-            for gid in relinked:  # an earlier attempt relinked some: what they freed is not known here
-                outcomes[gid].bytes_freed_at_least = True
+            todo, refused, shut_out, held = self._library_refused(todo, rows)
             hook = self.ctx.hook
             if hook is not None:  # test hooks: unset (every real run), not even a call per step
                 for g, seq, step in todo:
                     hook("before", g.group_id, seq, step)
             ids = self.journal.intend_batch(run_id, [(seq, g.group_id, s) for g, seq, s in todo], live)
             # Read before this attempt records its relinks in the catalog (resume only: a fresh run has no rows).
-            victims = self._victims(todo, rows) if rows else {}
+            victims = self._victims(todo + [(g, q, s) for g, q, s, _st in held], rows) if rows else {}
+            self._record_held(held)
             closes, dead, failed = self._batch_act(todo, ids, outcomes) if todo else ([], {}, None)
             closes += shut_out
             dead = {gid: "; ".join(r for r in (refused.get(gid), dead.get(gid)) if r) for gid in {*refused, *dead}}
@@ -1511,7 +1510,10 @@ class Executor:
                 todo = [t for t in todo if ids[t[1]] in shut]
                 live = [gid for gid in live if gid not in left]
             if victims:
-                self._count_resumed(b, rows, todo, ids, closes, victims, outcomes)
+                ids |= {seq: rows[seq].id for _g, seq, _s, _st in held}
+                self._count_resumed(
+                    b, rows, todo + [(g, q, s) for g, q, s, _st in held], ids, closes, victims, outcomes
+                )
             ends = []
             for gid in live:
                 reason = dead.get(gid)
@@ -1531,53 +1533,68 @@ class Executor:
 
     def _library_refused(
         self, todo: list[tuple[GroupPlan, int, Converge]], rows: dict[int, StepRow]
-    ) -> tuple[list[tuple[GroupPlan, int, Converge]], dict[str, str], list, set[str]]:
+    ) -> tuple[list[tuple[GroupPlan, int, Converge]], dict[str, str], list, list]:
         """``todo`` without the steps whose victim a library symlink reaches now, walked once for the
         batch before anything is journaled (``_library_walk``): the plan's walk may be as old as a
         sweep, or a saved plan's. Returns the steps left, each refused group's reason (one line
-        naming the symlink: the group fails, its other victims relinked), the closes of refused
-        steps an earlier attempt journaled (resume), and the groups some of whose refused steps
-        that attempt had already relinked. A walk that cannot finish refuses every step (a library
-        not seen is a library's file changed), as a demote's deletes refuse.
+        naming the symlink: the group fails, its other victims relinked), the closes of the steps
+        an earlier attempt journaled and this walk keeps out (resume), and those of them that
+        attempt had already relinked (group, seq, step, the name's lstat now). A walk that cannot
+        finish refuses every step (a library not seen is a library's file changed), as a demote's
+        deletes refuse.
 
-        A refused step an earlier attempt journaled may have been relinked by it before its kill (a
-        batch closes its steps at its end): one whose name holds the kept inode now is closed done
-        ("already", its bytes not known here), not failed, and the reason does not say "nothing
-        relinked" (R94)."""
+        A step an earlier attempt journaled may have been relinked by it before its kill (a batch
+        closes its steps at its end): one whose name holds the kept inode now (``_kept_stat``) has
+        nothing left to refuse. It is closed done ("already"), recorded in the catalog and counted
+        as a resumed relink is (``_record_held``, ``_count_resumed``), and refuses nothing of its
+        group; it is not handed to the relinker, which would relink the name were it the victim
+        again (R94, R96)."""
         if not todo:
-            return todo, {}, [], set()
+            return todo, {}, [], []
         _at, found = self._library_walk(False)
         if isinstance(found, LibraryLinksUnseen):
-            none = "nothing more relinked" if any(seq in rows for _g, seq, _s in todo) else "nothing relinked"
-            why = f"{found.message}, so whether a library uses the files it replaces is unseen; {none}"
+            why = f"{found.message}, so whether a library uses the files it replaces is unseen"
             used = {(s.fsid, s.ino): why for _g, _q, s in todo}
         else:
             with self.ctx.reader() as reader:
                 used = _library_victims(found, todo, reader)
             if not used:
-                return todo, {}, [], set()
+                return todo, {}, [], []
         refused: dict[str, str] = {}
-        left, shut_out, relinked = [], [], set()
+        left, shut_out, held = [], [], []
         with self.ctx.reader() as reader:
             for g, seq, s in todo:
                 why = used.get((s.fsid, s.ino))
                 if why is None:
                     left.append((g, seq, s))
                     continue
-                refused.setdefault(g.group_id, f"{s.kind} refused: {why}")
-                if seq not in rows:
-                    continue
                 # Intended by an attempt that never closed it: relinked by it, or not.
-                if _holds_kept(reader, s):
-                    shut_out.append(
-                        (rows[seq].id, StepStatus.DONE, {"status": "already", "bytes_freed_unknown": True}, None)
-                    )
-                    relinked.add(g.group_id)
-                else:
+                st = _kept_stat(reader, s) if seq in rows else None
+                if st is not None:
+                    shut_out.append((rows[seq].id, StepStatus.DONE, {"status": "already", "bytes_freed": 0}, None))
+                    held.append((g, seq, s, st))
+                    continue
+                refused.setdefault(g.group_id, f"{s.kind} refused: {why}")
+                if seq in rows:
                     shut_out.append((rows[seq].id, StepStatus.FAILED, None, why))
+        if isinstance(found, LibraryLinksUnseen):
+            more = {g.group_id for g, _q, _s, _st in held}
+            refused = {gid: f"{r}; nothing {'more ' if gid in more else ''}relinked" for gid, r in refused.items()}
         for gid, why in refused.items():
             self.log.warning("group %s: %s", gid, why)
-        return left, refused, shut_out, relinked
+        return left, refused, shut_out, held
+
+    def _record_held(self, held: list[tuple[GroupPlan, int, Converge, os.stat_result]]) -> None:
+        """The names an earlier attempt relinked and this one keeps out of its batch
+        (``_library_refused``) in the catalog, each on its kept inode by the lstat that showed it,
+        as a relink's are (``_record``): left out, the catalog named the freed victim there and the
+        next plan relinked them again. No hash is carried: the relink changed the kept inode's
+        ctime, and what it was read under is not known here (it is read again when needed)."""
+        if held:
+            self.catalog.record_paths(
+                [(s.path, g.source_pool or self._pool_name(s.path, None)) for g, _q, s, _st in held],
+                stats={s.path: st for _g, _q, s, st in held},
+            )
 
     def _batch_todo(
         self, run_id: int, b: _Batch, rows: dict[int, StepRow], outcomes: dict[str, GroupOutcome]
@@ -4114,15 +4131,15 @@ def _resumed_victim(reader: FolderReader, v: _Victim | None) -> bool | None:
     return True
 
 
-def _holds_kept(reader: FolderReader, s: Converge) -> bool:
-    """Whether converge step ``s``'s name holds its kept inode now (an attempt killed before its
-    batch closed relinked it), by number and size as ``_resumed_victim`` takes a link."""
-    st = _probe_stat(reader, s.path)
-    return (
-        isinstance(st, os.stat_result)
-        and stat_mod.S_ISREG(st.st_mode)
-        and (st.st_ino, st.st_size) == (s.keep.ino, s.size)
-    )
+def _kept_stat(reader: FolderReader, s: Converge) -> os.stat_result | None:
+    """The lstat of converge step ``s``'s name if it holds the kept inode now (an attempt killed
+    before its batch closed relinked it), else None: a regular file of the kept file's device and
+    inode, as the relinker's "already" takes it, of the step's size."""
+    st, kst = _probe_stat(reader, s.path), _probe_stat(reader, s.keep.path)
+    if not (isinstance(st, os.stat_result) and isinstance(kst, os.stat_result)):
+        return None
+    same = (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino) and kst.st_ino == s.keep.ino
+    return st if same and stat_mod.S_ISREG(st.st_mode) and st.st_size == s.size else None
 
 
 def _probe_converge(reader: FolderReader, s: Converge) -> str:

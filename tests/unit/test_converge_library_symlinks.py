@@ -185,8 +185,9 @@ def test_the_converge_pass_with_no_duplicate_walks_no_library(tmpfs, tmp_path, m
 def test_a_resume_whose_walk_fails_keeps_the_kills_relink_done(tmpfs, tmp_path, monkeypatch):  # noqa: F811
     """R94: a batch closes its steps at its end, so a kill after a relink leaves it intended; a
     resume whose library walk then cannot finish refused every step, closed the relinked one
-    failed and said "nothing relinked". It is closed done ("already", its bytes a lower bound),
-    the others failed, and the reason says "nothing more relinked"."""
+    failed and said "nothing relinked". It is closed done ("already"), the others failed, and the
+    reason says "nothing more relinked"; its victim keeps H2's name (refused), so nothing is freed,
+    and that is known (R96: not a lower bound)."""
     from qbhook.catalog import library_links
     from qbhook.errors import LibraryLinksUnseen
 
@@ -207,9 +208,111 @@ def test_a_resume_whose_walk_fails_keeps_the_kills_relink_done(tmpfs, tmp_path, 
         (run,) = w.executor().resume()
         (g,) = run.groups
         assert g.status == "failed" and g.reason.endswith("nothing more relinked"), g.reason
-        assert g.bytes_freed_at_least
+        assert (g.bytes_freed, g.bytes_freed_at_least) == (0, False)
         steps = {s.seq: s for s in w.journal.steps(w.journal.runs()[0].id)}
         assert steps[0].status == "done" and steps[0].result["status"] == "already"
         assert all(steps[q].status == "failed" for q in (1, 2, 3))
+    finally:
+        w.cat.close()
+
+
+def _killed_after_every_relink(w, plan):
+    def kill(point, _gid, seq, _step):
+        if point == "after_act" and seq == 3:  # the last relink made, the batch not closed
+            raise te.Crash("killed after every relink")
+
+    with pytest.raises(te.Crash):
+        w.executor(hook=kill).apply(plan)
+
+
+def _unseen(monkeypatch):
+    from qbhook.catalog import library_links
+    from qbhook.errors import LibraryLinksUnseen
+
+    def unseen(_cfg):
+        raise LibraryLinksUnseen("cannot look for library symlinks in pool stash: denied")
+
+    monkeypatch.setattr(library_links, "collect", unseen)
+
+
+@pytest.mark.parametrize("walk", ["unseen", "seen"])
+def test_a_resume_after_every_relink_is_done_whether_the_walk_finishes_or_not(tmpfs, tmp_path, monkeypatch, walk):  # noqa: F811
+    """R96 F1, F2: killed after every relink, before its batch closed: a resume whose walk could
+    not finish failed the group ("nothing more relinked", freed "at least 0") though nothing was
+    left to do, and left the catalog naming the freed victims at the relinked names, so the next
+    plan relinked them all again. Now it ends as a resume whose walk finishes: done, the victims'
+    bytes counted, every name on its kept inode in the catalog."""
+    from qbhook.decide.converge_pass import plan_convergence
+
+    w, plan = _two_victims(tmpfs, tmp_path)
+    try:
+        _killed_after_every_relink(w, plan)
+        if walk == "unseen":
+            _unseen(monkeypatch)
+        (run,) = w.executor().resume()
+        (g,) = run.groups
+        assert (g.status, g.reason, g.bytes_freed_at_least) == ("done", None, False), g.reason
+        assert g.bytes_freed == sum(len(d) for _r, d in te.FILES[:2])
+        steps = w.journal.steps(w.journal.runs()[0].id)
+        assert [(s.status, s.result["status"]) for s in steps] == [("done", "already")] * 4
+        for s in plan.groups[0].steps:
+            assert w.cat.inode_by_path(s.path).ino == os.lstat(s.path).st_ino == s.keep.ino
+        monkeypatch.undo()
+        assert plan_convergence(w.cfg, w.cat, [w.qbt], scan=False).plan.groups == []
+    finally:
+        w.cat.close()
+
+
+def test_a_resume_before_any_relink_whose_walk_fails_says_nothing_relinked(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    """R96 F3: killed after its intents, before any relink: "nothing more relinked" claimed a
+    relink that never was."""
+    w, plan = _two_victims(tmpfs, tmp_path)
+    try:
+
+        def kill(point, _gid, seq, _step):
+            if point == "after_intend" and seq == 0:
+                raise te.Crash("killed before any relink")
+
+        with pytest.raises(te.Crash):
+            w.executor(hook=kill).apply(plan)
+        _unseen(monkeypatch)
+        (run,) = w.executor().resume()
+        (g,) = run.groups
+        assert g.status == "failed" and g.reason.endswith("is unseen; nothing relinked"), g.reason
+    finally:
+        w.cat.close()
+
+
+def test_a_name_holding_another_devices_inode_of_the_kept_number_is_not_taken_as_relinked(tmpfs, tmp_path, monkeypatch):  # noqa: F811
+    """R96 suspicion: "holds the kept inode" compared the inode number and size only, where the
+    relinker compares the device too (ZFS datasets repeat inode numbers): a name still the victim,
+    shown as another device's file of the kept number, was closed done."""
+    from qbhook.move import executor as ex
+
+    w, plan = _two_victims(tmpfs, tmp_path)
+    try:
+
+        def kill(point, _gid, seq, _step):
+            if point == "after_intend" and seq == 0:
+                raise te.Crash("killed before any relink")
+
+        with pytest.raises(te.Crash):
+            w.executor(hook=kill).apply(plan)
+        _unseen(monkeypatch)
+        s0 = plan.groups[0].steps[0]
+        real = ex._probe_stat
+
+        def probe(reader, path):
+            st = real(reader, path)
+            if path == s0.path:  # another filesystem's file at the name: the kept inode's number and size
+                t = list(st)
+                t[1], t[2] = s0.keep.ino, st.st_dev + 1
+                return os.stat_result(t)
+            return st
+
+        monkeypatch.setattr(ex, "_probe_stat", probe)
+        w.executor().resume()
+        steps = w.journal.steps(w.journal.runs()[0].id)
+        assert steps[0].status == "failed" and os.lstat(s0.path).st_ino == s0.ino
     finally:
         w.cat.close()
