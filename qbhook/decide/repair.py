@@ -22,6 +22,11 @@ and the refusals out. Rules:
 - A skipped file's place in a view at a new save path must be empty (``facts.skipped_place_taken``):
   qBittorrent would write into what is there once the file is wanted. In place, the torrent
   already names that path: nothing there changes.
+- Other torrents are not read here. One that may write at a path the repair makes a file at (its
+  skipped file's place, a file of one still downloading) would write into the link, a library
+  file's inode: the executor asks the clients right before the first make, by the move's rule
+  (``Executor._check_write_places``, ``converge.live_writer``), and refuses the group with nothing
+  made. A cross-seed lost with it that the same run repairs onto the same content there is its own.
 - A partial torrent (skipped files) whose client keeps the pieces shared with skipped files in
   libtorrent's part file is refused when that file is not in its save path: those pieces would
   fail the recheck (``MissingTorrent.part_file_missing``, looked for by the gatherer).

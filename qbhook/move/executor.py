@@ -15,10 +15,11 @@ Safety rules this module enforces:
 * a torrent is relocated only if it is complete and stable, its view was
   verified in this run, and no other relocation is in flight (one at a time:
   qBittorrent's move queue is sequential anyway);
-* a move makes no file at a destination another torrent may write into, asked of the clients
-  right before its view is made, on resume too (``_check_write_places``: the planner's rule, on
-  what a rename or a torrent added since the plan changed), and again before its first delete
-  (``_check_no_writer``, on the newcomer check's listing): the copies take hours;
+* a move or a repair makes no file at a destination another torrent may write into, asked of
+  the clients right before its view is made, on resume too (``_check_write_places``: the
+  planner's rule, on what a rename or a torrent added since the plan changed; the repair planner
+  reads no other torrent, so for a repair this is the only look), and a move again before its
+  first delete (``_check_no_writer``, on the newcomer check's listing): the copies take hours;
 * no old link is deleted while a library symlink reaches it, or while the libraries cannot be
   walked: the plan's snapshot walked them once, so the deletes walk again before a group's
   first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
@@ -55,7 +56,7 @@ import socket
 import stat as stat_mod
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -366,8 +367,23 @@ class ClientsByName(Protocol):
     def __getitem__(self, name: str) -> ClientPort: ...
 
 
-# The actions that make a view at a destination: the live write-place check's (``Executor._live_writer``).
+# The actions that make a view at a destination and delete its source after: asked again before
+# their first delete (``Executor._check_no_writer``).
 _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
+# Every action that makes files at a destination, asked before its first make (``_check_write_places``):
+# a repair links catalog copies (a library file's inode, another payload's) under its torrent.
+_VIEW_MAKERS = (*_VIEW_MOVES, Action.REPAIR)
+
+
+def _repair_views(groups: Iterable[GroupPlan]) -> dict[str, dict[tuple[str, str], tuple[int, str | None]]]:
+    """Every repair group's view files of a plan: path -> {(client, hash): (size, BLAKE3)}
+    (``Executor._repair_twins``). Built once a run: a lost disk is thousands of repairs."""
+    out: dict[str, dict[tuple[str, str], tuple[int, str | None]]] = {}
+    views = (s for g in groups if g.action == Action.REPAIR for s in g.steps if isinstance(s, VerifyView))
+    for s in views:
+        for f in s.files:
+            out.setdefault(_norm(f.path), {})[(s.instance, s.torrent)] = (f.size, f.blake3)
+    return out
 
 
 class _Writers(NamedTuple):
@@ -375,6 +391,22 @@ class _Writers(NamedTuple):
 
     found: tuple[str, str] | None  # the first writer listed, checking and moving torrents counted
     only_transient: bool  # found, and every torrent found writing there is checking or moving
+
+
+def _writers(
+    others: list, dsts: list[str], twins: Mapping[tuple[str, str], set[str]], known, files_of
+) -> Iterator[tuple[str, str, object]]:
+    """``converge.live_writers`` of ``others`` at ``dsts``, a repair's twins (``Executor._repair_twins``)
+    last and each at the destinations outside its twin paths only: one lazy pass, each torrent's
+    file list asked at most once."""
+    resolve = LinkResolver()
+    yield from converge.live_writers(
+        [t for t in others if (t.instance, t.hash) not in twins], dsts, resolve, known, files_of
+    )
+    for t in others:
+        same = twins.get((t.instance, t.hash))
+        if same is not None:
+            yield from converge.live_writers([t], [d for d in dsts if _norm(d) not in same], resolve, known, files_of)
 
 
 def _look_due(last: float | None, now: float, deletes_started: bool) -> bool:
@@ -938,6 +970,8 @@ class Executor:
         # added since is one the planner never saw (``_check_no_newcomer``).
         self._planned_at = 0.0
         self._groups: list[GroupPlan] = []  # the running plan's, for a failed repair's undo (``_repair_made``)
+        # The running plan's repair views by path, built on a repair's first write-place check (``_repair_twins``).
+        self._repair_views: dict[str, dict[tuple[str, str], tuple[int, str | None]]] | None = None
         # The run's last walk for library symlinks: (when it started, what it found, or why it
         # could not finish), shared by its groups while younger than the cadence (``_library_walk``).
         self._walked: tuple[float, library_links.LibraryLinks | LibraryLinksUnseen] | None = None
@@ -1073,6 +1107,7 @@ class Executor:
         summary = RunSummary(run_id)
         self._planned_at = plan.created_at
         self._groups = plan.groups
+        self._repair_views = None
         self._walked = None  # a run walks afresh: the last run's walk saw an older world
         try:
             for unit in _units(plan.groups):
@@ -1216,18 +1251,19 @@ class Executor:
     def _check_write_places(
         self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]], listed: dict[str, list] | None
     ) -> None:
-        """A move with a file still to make at its destination (a first run, or a resume before its
-        view is whole) asks the clients, right before, whether another torrent may write at one of
-        its destination files (``_live_writer``). The plan checked its snapshot, maybe hours ago (a
-        sweep's chunks, ``serve``, an approved plan); a file renamed in qBittorrent onto such a path
-        since, or a torrent added skipping a file there, would write its pieces into the group's
-        only copy. Refused here, nothing of the view is made (a resume keeps what it made, as a
-        rollback keeps views), and the next plan blocks the group by the same rule. Read-only: a
-        resume asks again. A client that does not answer fails the group too: a place not known
-        free is not taken. The copies take hours: the newcomer check asks again before the first
-        delete (``_check_no_writer``)."""
+        """A move or a repair with a file still to make at its destination (a first run, or a resume
+        before its view is whole) asks the clients, right before, whether another torrent may write
+        at one of its destination files (``_live_writer``). The plan checked its snapshot, maybe
+        hours ago (a sweep's chunks, ``serve``, an approved plan); a file renamed in qBittorrent
+        onto such a path since, or a torrent added skipping a file there, would write its pieces
+        into the group's only copy. A repair's plan checked nothing of other torrents: its links
+        (a library file's inode) would take those pieces. Refused here, nothing of the view is made
+        (a resume keeps what it made, as a rollback keeps views), and the next plan blocks the group
+        by the same rule (a repair is refused here again). Read-only: a resume asks again. A client
+        that does not answer fails the group too: a place not known free is not taken. The copies
+        take hours: the newcomer check asks a move again before its first delete (``_check_no_writer``)."""
         makes = (Copy, Link, MkEmpty)
-        if st.plan.action not in _VIEW_MOVES or not any(
+        if st.plan.action not in _VIEW_MAKERS or not any(
             isinstance(s, makes) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
         ):
             return
@@ -1289,10 +1325,13 @@ class Executor:
         """(a destination file of ``g``, who) where a torrent of the clients' listings (``listed``,
         by client name) outside the group may write (``converge.live_writers``: the planner's rule,
         ``write_place_blockers``), or None, and whether every torrent that may write there is checking
-        or moving. Its destinations are the files it makes and the view's files it reuses in place.
-        The one home of the live check: before the first make (``_check_write_places``, which counts
-        every writer) and before the first delete (``_check_no_writer``). A file list a client does
-        not give leaves the torrent's folder counting.
+        or moving. Its destinations are the files it makes and, for a move, the view's files it
+        reuses in place (its only copy there once the old links go; a repair deletes nothing, and
+        what it finds in place stays what it was). A repair's own are also the torrents the run
+        repairs onto the same content at one of its paths, there only (``_repair_twins``). The one
+        home of the live check: before the first make (``_check_write_places``, which counts every
+        writer) and before the first delete (``_check_no_writer``). A file list a client does not
+        give leaves the torrent's folder counting.
 
         One pass gives both verdicts, stopping at the first writer neither checking nor moving: each
         torrent's file list is asked at most once a look, and ``skipped_files_known`` read once. It is
@@ -1305,7 +1344,8 @@ class Executor:
         it then downloads into the group's files is the newcomer check's question, as for any
         torrent that uses them."""
         dsts = [s.dst for s in g.steps if isinstance(s, (Copy, Link, MkEmpty))]
-        dsts += [f.path for s in g.steps if isinstance(s, VerifyView) for f in s.files]  # a reused file too
+        if g.action != Action.REPAIR:
+            dsts += [f.path for s in g.steps if isinstance(s, VerifyView) for f in s.files]  # a reused file too
         pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
         clients = {c.name: c for c in _every_client(self.ctx.clients)}
 
@@ -1324,11 +1364,34 @@ class Executor:
         ]
         known = skipped_files_known(self.catalog.conn)
         found = None
-        for hit, who, t in converge.live_writers(others, dsts, LinkResolver(), known, files_of):
+        for hit, who, t in _writers(others, dsts, self._repair_twins(g), known, files_of):
             found = found or (hit, who)  # the first listed, transient or not
             if not (t.is_checking or t.is_moving):
                 return _Writers(found, only_transient=False)
         return _Writers(found, only_transient=found is not None)
+
+    def _repair_twins(self, g: GroupPlan) -> dict[tuple[str, str], set[str]]:
+        """(client, hash) -> the paths of repair ``g``'s view where another repair group of the running
+        plan verifies the same content (size, BLAKE3): a cross-seed lost with it at the same save
+        path, whose own repair puts the same file there. There it is ``g``'s own, as a move group's
+        cross-seeds are (``_live_writer``): each is "not settled" (missingFiles, 0 %) at the other's
+        paths, and taken for strangers the two repairs refused each other every run; its pieces there
+        hash to that content. Where its content differs, at a file it skips (in no view), or left
+        out of the run (``qbhook repair HASH``), it still counts. Empty for a move."""
+        if g.action != Action.REPAIR:
+            return {}
+        if self._repair_views is None:
+            self._repair_views = _repair_views(self._groups)
+        out: dict[tuple[str, str], set[str]] = {}
+        for s in g.steps:
+            if not isinstance(s, VerifyView):
+                continue
+            for f in s.files:
+                path = _norm(f.path)
+                for who, content in self._repair_views.get(path, {}).items():
+                    if who != (s.instance, s.torrent) and content == (f.size, f.blake3):
+                        out.setdefault(who, set()).add(path)
+        return out
 
     def _check_room(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet (none of its steps journaled) copies only if all its copies fit,
