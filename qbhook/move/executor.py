@@ -387,7 +387,7 @@ def _repair_views(groups: Iterable[GroupPlan]) -> dict[str, dict[tuple[str, str]
 
 
 class _Writers(NamedTuple):
-    """One live look's two verdicts (``Executor._live_writer``), from one pass over a listing."""
+    """One live look's two verdicts (``Executor._live_writer``), on one listing."""
 
     found: tuple[str, str] | None  # the first writer listed, checking and moving torrents counted
     only_transient: bool  # found, and every torrent found writing there is checking or moving
@@ -1271,7 +1271,7 @@ class Executor:
         try:
             if listed is None:
                 listed = _listings(self.ctx.clients)
-            found = self._live_writer(g, listed).found
+            found = self._live_writer(g, listed, settled_too=False).found
             if found is not None:
                 raise UnsafeOperation(write_place_reason(*found))
         except QbhookError as e:
@@ -1315,13 +1315,13 @@ class Executor:
         while True:
             listed = _listings(self.ctx.clients)
             late = clock() >= deadline
-            look = self._live_writer(st.plan, listed)  # one pass a poll: both verdicts
+            look = self._live_writer(st.plan, listed, settled_too=not late)
             if late or not look.only_transient:
                 return look.found  # None: none left that may write there
             self.ctx.sleep(delay)
             delay = min(delay * 1.5, tm.poll_max_s)
 
-    def _live_writer(self, g: GroupPlan, listed: Mapping[str, list]) -> _Writers:
+    def _live_writer(self, g: GroupPlan, listed: Mapping[str, list], settled_too: bool = True) -> _Writers:
         """(a destination file of ``g``, who) where a torrent of the clients' listings (``listed``,
         by client name) outside the group may write (``converge.live_writers``: the planner's rule,
         ``write_place_blockers``), or None, and whether every torrent that may write there is checking
@@ -1333,10 +1333,13 @@ class Executor:
         writer) and before the first delete (``_check_no_writer``). A file list a client does not
         give leaves the torrent's folder counting.
 
-        One pass gives both verdicts, stopping at the first writer neither checking nor moving: each
-        torrent's file list is asked at most once a look, and ``skipped_files_known`` read once. It is
-        read every look, never kept for the group's run: a sync during the copies may learn of a file
-        skipped since (rTorrent's sizes do not move with a priority), which an older read would miss.
+        One look gives both verdicts: the first writer (a lazy pass, stopping there), then, only if
+        it is checking or moving and ``settled_too``, whether a torrent neither checking nor moving
+        writes there too (a pass over those alone: R98, carrying on past every checking cross-seed
+        asked each one's list). Each torrent's file list is asked at most once a look, and
+        ``skipped_files_known`` read once. It is read every look, never kept for the group's run: a
+        sync during the copies may learn of a file skipped since (rTorrent's sizes do not move with
+        a priority), which an older read would miss.
 
         Before the first delete a torrent checking or moving writes nothing while it does, and one
         there then is most often cross-seed injecting onto the group's new place (it checks what it
@@ -1349,12 +1352,17 @@ class Executor:
         pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
         clients = {c.name: c for c in _every_client(self.ctx.clients)}
 
+        asked: dict[tuple[str, str], list[tuple[str, int]] | None] = {}
+
         def files_of(t) -> list[tuple[str, int]] | None:
-            c = clients.get(t.instance)
-            try:
-                return None if c is None else [(f.name, f.priority) for f in c.files(t.hash)]
-            except QbhookError:
-                return None  # its folder counts (``converge.write_places``)
+            key = (t.instance, t.hash)
+            if key not in asked:  # once a look: the second pass may meet a torrent the first asked
+                c = clients.get(t.instance)
+                try:
+                    asked[key] = None if c is None else [(f.name, f.priority) for f in c.files(t.hash)]
+                except QbhookError:
+                    asked[key] = None  # its folder counts (``converge.write_places``)
+            return asked[key]
 
         others = [
             t
@@ -1362,13 +1370,13 @@ class Executor:
             for t in got
             if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
         ]
-        known = skipped_files_known(self.catalog.conn)
-        found = None
-        for hit, who, t in _writers(others, dsts, self._repair_twins(g), known, files_of):
-            found = found or (hit, who)  # the first listed, transient or not
-            if not (t.is_checking or t.is_moving):
-                return _Writers(found, only_transient=False)
-        return _Writers(found, only_transient=found is not None)
+        known, twins = skipped_files_known(self.catalog.conn), self._repair_twins(g)
+        first = next(_writers(others, dsts, twins, known, files_of), None)
+        if first is None or not (first[2].is_checking or first[2].is_moving) or not settled_too:
+            return _Writers(first and first[:2], only_transient=False)
+        settled = [t for t in others if not (t.is_checking or t.is_moving)]
+        other = next(_writers(settled, dsts, twins, known, files_of), None)
+        return _Writers(first[:2], only_transient=other is None)
 
     def _repair_twins(self, g: GroupPlan) -> dict[tuple[str, str], set[str]]:
         """(client, hash) -> the paths of repair ``g``'s view where another repair group of the running

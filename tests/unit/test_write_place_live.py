@@ -406,3 +406,43 @@ def test_a_writer_found_before_the_first_delete_has_its_file_list_asked_once(wor
     _rolled_back_keeping_the_source(w, summary, os.path.join(w.seed_p, MOVIE))
     # D's list: the newcomer check's (the index first saw it within the plan's slack), then one pass's.
     assert (q.file_calls[at[0] :].count(D), reads.count(True)) == (2, 1)
+
+
+def test_several_cross_seeds_checking_at_the_new_place_are_asked_one_file_list_a_look(world, monkeypatch):  # noqa: F811
+    """R98 F4: the one-pass look carried on past every checking or moving writer to find one that is
+    neither, asking each one's file list: five cross-seeds checking at the new place were five file
+    lists a poll (two HTTP calls each on qBittorrent), where two passes ask the first writer's, then
+    only those of torrents neither checking nor moving. Here the checks end under 100 % after three
+    looks: the group rolls back, each look having asked one file list."""
+    w = world
+    q = _live(w, set())
+    plan = demote_plan(w)
+    vg = next(i for i, s in enumerate(plan.groups[0].steps) if s.kind == "verify_group")
+    crossed = [c * 40 for c in "56789"]
+    looks: list[int] = []  # where each look's file calls begin
+    done: list[int] = []
+
+    def inject(point, _gid, seq, _step):
+        if point == "before" and seq == vg:
+            for h in crossed:
+                t = FakeTorrent(h, "Movie.2020", w.seed_p, [(MOVIE, 300_000, 1)], progress=0.4)
+                t.transient = "checkingUP"
+                w.qbt.add(t)
+
+    def torrents(*a, **k):
+        if crossed[0] in q.t and len(looks) < 4:
+            looks.append(len(q.file_calls))
+            if len(looks) == 4:  # every check ends under 100 %: this look's verdict is a writer
+                for h in crossed:
+                    q.t[h].transient = None
+        elif looks and not done:
+            done.append(len(q.file_calls))
+        return FakeQbt.torrents(q, *a, **k)
+
+    q.torrents = torrents
+    summary = w.executor(hook=inject).apply(plan)
+    g = summary.groups[0]
+    assert g.status == "rolled_back" and "Movie.2020" in g.reason, g.reason
+    ends = looks[1:] + (done or [len(q.file_calls)])
+    asked = [sum(q.file_calls[at:end].count(h) for h in crossed) for at, end in zip(looks, ends, strict=True)]
+    assert asked == [1, 1, 1, 1]
