@@ -1495,7 +1495,8 @@ def check_paths(cfg: Config) -> list[str]:
             if os.path.islink(cfg.catalog):
                 problems.append(CatalogLinkDangling(cfg.catalog, link_target(cfg.catalog)).message)
         except OSError as e:
-            loop = e.errno == errno.ELOOP  # the line a command that opens it says
+            # The line a command that opens it says: the links' own loop, not a folder's on the way.
+            loop = e.errno == errno.ELOOP and os.path.isdir(parent)
             problems.append(
                 CatalogLinkLoop(cfg.catalog).message if loop else f"catalog: cannot look at {cfg.catalog}: {e.strerror}"
             )

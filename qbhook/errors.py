@@ -174,7 +174,8 @@ class CatalogLinkLoop(CatalogMisplaced):
 
     def __init__(self, path):
         super().__init__(
-            f"catalog {path} is a loop of symbolic links (point 'catalog:' at the file itself, or fix the links)"
+            f"catalog {path} is a loop of symbolic links, or more than the kernel follows "
+            "(point 'catalog:' at the file itself, or fix the links)"
         )
         self.path = path
 

@@ -168,7 +168,8 @@ def _looked_at(path: Path, create: bool) -> os.stat_result | None:
             raise CatalogMissing(path) from None
         return None  # a new catalog: SQLite creates it
     except OSError as e:  # a folder on the way this user may not enter, a name too long
-        if e.errno == errno.ELOOP:  # links that lead back to themselves: the config's, or the links' (78)
+        if e.errno == errno.ELOOP:  # the links' own, or a folder's on the way (R98: named as `scan` names it)
+            _need_folder(path.parent)
             raise CatalogLinkLoop(path) from None
         raise CatalogUnwritable(f"cannot open catalog {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
@@ -294,6 +295,8 @@ def unwritable(path: str | Path) -> str | None:
                 return f"{p.name} would have to be made in {folder}, which is {_owned(os.stat(folder))}"
             continue
         except OSError as e:
+            if e.errno == errno.ELOOP and p == path:  # as ``connect`` names it (R98: the hook said 74)
+                raise CatalogLinkLoop(path) from None
             return f"{p}: {e.strerror}"
         if not os.access(p, os.R_OK | os.W_OK, effective_ids=True):
             return f"{p} is {_owned(st)}"

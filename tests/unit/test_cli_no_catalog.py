@@ -10,6 +10,7 @@ CatalogFolderMissing, ExitCode.CONFIG, in every command."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -116,7 +117,11 @@ def test_a_catalog_that_is_a_link_to_nothing_is_named_by_every_command(env, args
     assert not target.parent.exists() and _left(env.catalog.parent) == [env.catalog.name]
 
 
-@pytest.mark.parametrize("args", [["status"], ["history"], ["scan"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["history"], ["scan"], ["hook", "added", "1" * 40, "", "", "n", "", "", "", "", "", "", ""]],
+    ids=lambda a: a[0],
+)
 def test_a_catalog_that_is_a_loop_of_links_is_the_configs_fault_in_every_command(env, args):
     """A link to itself (or a ring of two) was "cannot open catalog ...: Too many levels of symbolic
     links" (74, a failure): the config, or the links, name the wrong place (78), one line."""
@@ -126,10 +131,21 @@ def test_a_catalog_that_is_a_loop_of_links_is_the_configs_fault_in_every_command
     other.symlink_to(env.catalog)
     r = env.run(*args, expect=ExitCode.CONFIG)
     assert r.stderr == (
-        f"qbhook: catalog {env.catalog} is a loop of symbolic links "
+        f"qbhook: catalog {env.catalog} is a loop of symbolic links, or more than the kernel follows "
         "(point 'catalog:' at the file itself, or fix the links)\n"
     )
     assert r.stdout == "" and sorted(_left(env.catalog.parent)) == sorted([env.catalog.name, other.name])
+
+
+@pytest.mark.parametrize("args", [["status"], ["scan"]], ids=" ".join)
+def test_a_loop_in_a_folder_above_the_catalog_is_named_as_the_folders(env, args):
+    """R98 F2: a folder on the way that loops made `status` call the catalog itself a loop of links
+    (78, pointing at a file that does not exist) while `scan` named the folder (74): both name it."""
+    folder = env.catalog.parent
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.symlink_to(folder)
+    r = env.run(*args, expect=ExitCode.IO_ERROR)
+    assert r.stderr == f"qbhook: cannot look in catalog folder {folder}: Too many levels of symbolic links\n"
 
 
 def test_a_scan_makes_a_new_catalog_where_a_link_points_into_a_folder_that_exists(env):

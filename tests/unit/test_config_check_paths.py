@@ -347,5 +347,14 @@ def test_a_config_every_user_may_read_without_secrets_is_fine(env):
 def test_a_catalog_that_is_a_loop_of_links_is_a_problem(env):
     env.catalog.symlink_to(env.catalog)
     assert others(problems(env)) == [
-        f"catalog {env.catalog} is a loop of symbolic links (point 'catalog:' at the file itself, or fix the links)"
+        f"catalog {env.catalog} is a loop of symbolic links, or more than the kernel follows "
+        "(point 'catalog:' at the file itself, or fix the links)"
     ]
+
+
+def test_a_loop_in_the_catalogs_folder_is_not_called_the_catalogs(env):
+    """R98 F2: the folder's loop, named as the folder's (as `scan` names it), not as the catalog's."""
+    folder = env.catalog.parent
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.symlink_to(folder)
+    assert not any("is a loop of symbolic links" in p for p in problems(env))
