@@ -34,6 +34,11 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   hash_failed and returns before ``d.hashing`` is set to 0), and ``d.stop`` does nothing to a
   stopped item. A failed item can still be relocated (a rollback must move it back): the
   relocation's ``d.close`` clears ``d.hashing`` and its ``d.check_hash`` clears hash_failed.
+* A magnet's item, while rTorrent fetches its metadata, is a one-file item of one byte named
+  ``<HEX>.meta`` in the folder it was added to (``d.is_meta`` 1); rTorrent then erases it and
+  loads the real torrent. It has no metadata (``TorrentInfo.has_metadata``): where its data will
+  be is not known, so its whole save folder is in use (orphans, R42). An rTorrent before 0.9.7
+  has no ``d.is_meta``: its name says it there (``_meta_by_name``).
 * Label: ``d.custom1`` (ruTorrent's convention, percent-encoded as ruTorrent
   writes it); tags: a comma-separated list in ``d.custom=qbhook_tags``
   (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
@@ -143,6 +148,7 @@ _ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("d.down.rate", None),
     ("d.message", None),
     ("d.size_files", None),  # to cut the file listing in batches of files (_file_batches)
+    ("d.is_meta", None),  # last: an rTorrent before 0.9.7 lacks it (RtorrentClient._item_rows)
 )
 
 _FIELD_NAMES = tuple(cmd for cmd, _ in _ITEM_FIELDS)
@@ -221,6 +227,7 @@ class RtItem:
     down_rate: int
     message: str
     size_files: int
+    is_meta: bool
 
     @classmethod
     def from_row(cls, row: Sequence[Any], instance: str = "?") -> RtItem:
@@ -266,6 +273,7 @@ class RtItem:
             down_rate=n["d.down.rate"],
             message=f.text("d.message"),
             size_files=n["d.size_files"],
+            is_meta=flag("d.is_meta"),
         )
 
     @property
@@ -359,6 +367,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         self._backoff = backoff
         self._sleep = sleep
         self._clock = clock
+        self._asks_is_meta = True  # until this rTorrent says it has no d.is_meta (_item_rows)
 
     def __repr__(self) -> str:
         return f"RtorrentClient({self.name!r}, {self.address!r}, {self.path_map!r})"
@@ -458,8 +467,11 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         torrent's author can make unreadable (a single file's d.name of ``../x``: libtorrent checks
         only ``name``, not ``name.utf-8``, which ``encoding.add = utf8`` makes d.name) must not stop
         the listing of every other item. A row whose hash does not read names no item: it does."""
-        fields = [f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in _ITEM_FIELDS]
-        rows = self._call("list items", "d.multicall2", "", "main", *fields)
+        rows = self._item_rows(
+            lambda fields: self._call(
+                "list items", "d.multicall2", "", "main", *(f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in fields)
+            )
+        )
         if not isinstance(rows, list):
             raise UnreadableRecord(f"rTorrent {self.name!r}: list items: not a list of rows: {shown(rows, 80)}")
         items: list[RtItem] = []
@@ -474,15 +486,37 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
                 bad[h] = (e.message, {"name": row[1], "save_path": row[2]})
         return items, bad
 
+    def _item_rows(self, read: Callable[[tuple[tuple[str, str | None], ...]], Any]) -> Any:
+        """``read(fields)``: item rows of ``fields`` (``_ITEM_FIELDS``), in that order. An rTorrent
+        without d.is_meta (it came in 0.9.7, rakshasa/rtorrent 8140c3f: 0.9.6 and builds on it
+        lack it) refuses the whole call, which would end every listing of it; it is asked without
+        it from then on, each row's d.is_meta read from its name instead (``_meta_by_name``)."""
+        if self._asks_is_meta:
+            try:
+                return read(_ITEM_FIELDS)
+            except RtorrentError as e:
+                # "Command "d.is_meta" does not exist." (d.multicall2), "Method 'd.is_meta' not defined"
+                if type(e) is not RtorrentError or "d.is_meta" not in e.message:
+                    raise
+            log.warning("rTorrent %s has no d.is_meta (before 0.9.7): a magnet's item is known by its name", self.name)
+            self._asks_is_meta = False
+        rows = read(_ITEM_FIELDS[:-1])
+        return [_meta_by_name(row) for row in rows] if isinstance(rows, list) else rows
+
     def item(self, any_hash: str) -> RtItem | None:
         """One item by hash (one system.multicall), None if rTorrent has no such item."""
         h = check_hash(any_hash)
         if len(h) != 40:
             return None  # rTorrent knows v1 hashes only
         target = h.upper()
-        calls = [_mc(cmd, target, *([arg] if arg else [])) for cmd, arg in _ITEM_FIELDS]
         try:
-            row = self._multicall(f"read item {h}", calls, torrent=h)
+            (row,) = self._item_rows(
+                lambda fields: [
+                    self._multicall(
+                        f"read item {h}", [_mc(cmd, target, *([arg] if arg else [])) for cmd, arg in fields], torrent=h
+                    )
+                ]
+            )
         except UnknownTorrent:
             return None
         item = RtItem.from_row(row, self.name)
@@ -523,7 +557,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
             amount_left=item.left_bytes,
             size=item.size_bytes,
             total_size=item.size_bytes,
-            has_metadata=True,
+            has_metadata=not item.is_meta,
             added_on=item.load_date or None,
             completion_on=item.finished or None,
             progress_stale=item.progress_stale,
@@ -840,6 +874,17 @@ def _row_hash(row: Any) -> str | None:
         return RecordFields({"d.hash": row[0]}, "").hash("d.hash", 40)
     except UnreadableRecord:
         return None
+
+
+def _meta_by_name(row: Any) -> Any:
+    """A row read without d.is_meta (``RtorrentClient._item_rows``) with it, as the item's name says:
+    libtorrent names a magnet's item ``<info hash in hex>.meta`` until its metadata comes (0.13.x
+    ``DownloadConstructor::parse_magnet_uri``), a name no torrent has of its own (its info hash is
+    of its name). Anything else, as it came: ``RtItem.from_row`` refuses it."""
+    if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS) - 1:
+        return row
+    h, name = row[0], row[1]
+    return [*row, int(isinstance(h, str) and isinstance(name, str) and name.lower() == f"{h}.meta".lower())]
 
 
 def _file_batches(
