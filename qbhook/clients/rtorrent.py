@@ -45,12 +45,14 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   never names an rTorrent item.
 * A name that is not UTF-8 reaches us mangled: rTorrent's XML-RPC (0.9.8
   ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of such a
-  string as ``?``, in d.directory, d.name and f.path alike. The path it spells does
-  not exist, and the real files would look unreferenced (``qbhook orphans``). A path
-  with ``?`` that is not on the host, where its folder holds a name rTorrent spells so,
-  is read as an unreadable record (``_spelled``): the item is unreadable, named, rather
-  than guess which file was meant. Absent with no such name (a real ``?``, the
-  item not downloaded yet or its data lost), it is an ordinary absent path.
+  string as ``?``, in d.directory, d.name and f.path alike. The path it spells is
+  not the real one (absent, or another file that has real ``?`` in its name), and the
+  real files would look unreferenced (``qbhook orphans``). A path with ``?`` where a
+  folder on its way holds a name rTorrent spells as that part, the spelled name there
+  or not, is read as an unreadable record (``_spelled``), and so are two files of one
+  item reported under one name with ``?``: the item is unreadable, named, rather than
+  guess which file was meant. With no such name (real ``?``, the item not downloaded
+  yet or its data lost), it is an ordinary path, present or absent.
 * An item that does not read (that, a number rTorrent cannot report, a single file's d.name
   that is not one path component) is that item's: a listing raises ``UnreadableItems``
   naming it and carrying the items that read (``_rows``). The torrent index keeps it as not
@@ -586,7 +588,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         if wanted is not None and not wanted:
             return []
         out = []
-        listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
+        listed: _Listed = {}  # one listing of a folder per call, not per item in it
         items, bad = self._rows()
         for item in items:
             if wanted is not None and item.hash not in wanted:
@@ -637,7 +639,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         """Every item with its files: one d.multicall2 + one system.multicall per batch of items
         holding up to ``_FILES_BUDGET`` files (``_file_batches``)."""
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
-        listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
+        listed: _Listed = {}  # one listing of a folder per call, not per item in it
         items, bad = self._rows()
         for chunk in _file_batches(items):
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
@@ -937,15 +939,22 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
     return out
 
 
+# folder -> its names by length (``_by_length``), None when it is not there: listed once per listing
+_Listed = dict[str, dict[int, list[bytes]] | None]
+
+
 def _spelled(where: str, key: str, value: str, host_path: str, listed: dict | None = None) -> None:
-    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and ``host_path``, the
-    path it spells, is a name on the host spelled so (``_misspelled``): rTorrent sends a name that
-    is not UTF-8 with ``?`` in place of its bytes (module docstring), so its real files are there
-    under another name. A path with ``?`` that is simply absent (an item added stopped, one that
-    lost its data: what ``qbhook repair`` is for) reads as any absent path does."""
-    if "?" not in value or os.path.lexists(host_path):
+    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and a part of
+    ``host_path``, the path it spells, has a name beside it on the host that rTorrent spells the
+    same way (``_misspelled``): rTorrent sends a name that is not UTF-8 with ``?`` in place of its
+    bytes (module docstring), so the item's files may be under that name, whether or not the
+    spelling is a name there too (a real ``caf?.mkv`` beside a latin-1 ``caf\xe9.mkv``: taken as
+    read, the latin-1 one, the item's only copy, was a reclaimable orphan). A path with ``?`` that
+    is simply absent (an item added stopped, one that lost its data: what ``qbhook repair`` is
+    for) or whose ``?`` are real ones reads as any path does."""
+    if "?" not in value:
         return
-    real = _misspelled(host_path, {} if listed is None else listed)
+    real = _misspelled(host_path, value, {} if listed is None else listed)
     if real is not None:
         raise UnreadableRecord(
             f"{where}: unreadable record: {key} = {value!r:.80} (the host has {real!r:.80} there, a name "
@@ -953,26 +962,51 @@ def _spelled(where: str, key: str, value: str, host_path: str, listed: dict | No
         )
 
 
-def _misspelled(host_path: str, listed: dict[str, list[bytes] | None]) -> str | None:
-    """The name on the host that rTorrent would spell as the first missing part of ``host_path``
-    (its folder exists), or None when no name there is spelled so: the path is simply absent.
+def _misspelled(host_path: str, reported: str, listed: _Listed) -> str | None:
+    """A name on the host that rTorrent would spell as a part of ``host_path`` with ``?`` in it
+    and that is not that part itself, or None when there is none.
 
-    Only the first missing part is looked at: every folder above it exists, so any ``?`` above it
-    is a real one. ``listed`` caches each folder's names (an item's absent files share folders).
-    A folder that cannot be listed is unreadable: whether the item's files are there is unknown."""
-    folder, part = posixpath.split(host_path)
-    while folder != posixpath.dirname(folder) and not os.path.lexists(folder):
-        folder, part = posixpath.split(folder)[0], posixpath.basename(folder)
-    if "?" not in part:
+    Only the parts ``host_path`` shares at its end with ``reported`` (rTorrent's spelling of it)
+    are rTorrent's: the path map's own folders above them are not looked at. Each of them with a
+    ``?`` is, top down, an existing one too, until one is not on the host (nothing is below it).
+    ``listed`` caches each folder's names (an item's files share folders). A folder that cannot be
+    listed is unreadable: whether the item's files are there is unknown."""
+    parts = host_path.split("/")
+    shared = 0
+    for host_part, said_part in zip(reversed(parts), reversed(reported.split("/")), strict=False):
+        if host_part != said_part:
+            break
+        shared += 1
+    for i in range(len(parts) - shared, len(parts)):
+        part = parts[i]
+        if "?" not in part:
+            continue
+        folder = "/".join(parts[:i]) or "/"
+        if folder not in listed:
+            listed[folder] = _by_length(folder)
+        names = listed[folder] or {}
+        real = next((n for n in names.get(len(part), ()) if _spells(part, n)), None)  # a byte spelled one character
+        if real is not None:
+            return os.fsdecode(real)
+        own = os.fsencode(part)  # "Café?" too: d.directory and f.path are two strings, one may be UTF-8
+        if own not in names.get(len(own), ()):
+            return None  # absent, and so is everything below it
+    return None
+
+
+def _by_length(folder: str) -> dict[int, list[bytes]] | None:
+    """``folder``'s names by their length in bytes (a name's spelling has as many characters: each
+    look at a folder of thousands of names tries only a few), or None when it is not there."""
+    try:
+        names = os.listdir(os.fsencode(folder))
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    if folder not in listed:
-        try:
-            listed[folder] = os.listdir(os.fsencode(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            listed[folder] = None
-        except OSError as e:
-            raise UnreadableRecord(f"cannot list {folder!r:.80} to read a name with '?' in it: {e.strerror}") from e
-    return next((os.fsdecode(n) for n in listed[folder] or () if _spells(part, n)), None)
+    except OSError as e:
+        raise UnreadableRecord(f"cannot list {folder!r:.80} to read a name with '?' in it: {e.strerror}") from e
+    out: dict[int, list[bytes]] = {}
+    for name in names:
+        out.setdefault(len(name), []).append(name)
+    return out
 
 
 def _spells(reported: str, name: bytes) -> bool:
@@ -992,12 +1026,21 @@ def _spells(reported: str, name: bytes) -> bool:
 
 
 def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile], listed: dict | None = None) -> None:
-    """``_spelled`` for each file name with a ``?`` (a lstat each, only for those; a folder listing
-    only for those absent, once per folder: ``listed``, shared by a listing's items). A file not to
-    be downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other."""
+    """``_spelled`` for each file name with a ``?`` (a listing of each folder holding a part with one,
+    once per folder: ``listed``, shared by a listing's items), and UnreadableRecord when two files
+    are reported under one such name: rTorrent spells ``caf\xe9.mkv`` and ``caf\xe8.mkv`` alike,
+    and which of the item's files each name on the host is cannot be told. A file not to be
+    downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other."""
     listed = {} if listed is None else listed
+    seen: set[str] = set()
     for f in files:
         if "?" in f.name:
+            if f.name in seen:
+                raise UnreadableRecord(
+                    f"{where}: file {f.index}: unreadable record: f.path = {f.name!r:.80} (another file of the item is "
+                    "reported so too: names that are not UTF-8, which rTorrent spells with '?'; rename them to UTF-8)"
+                )
+            seen.add(f.name)
             _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name), listed)
 
 

@@ -715,6 +715,66 @@ def test_a_real_question_mark_in_a_name_reads(tmp_path):
     assert [f.name for f in c.files(HM)] == ["What?.Show/why?.mkv"]
 
 
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_real_question_mark_beside_a_name_rtorrent_spells_alike_is_unreadable(tmp_path, where):
+    # R97: 'caf?.mkv' (a real '?') and the item's latin-1 b'caf\xe9.mkv' in one folder (or folders
+    # 'Caf?.Show' and b'Caf\xe9.Show' side by side) both read 'caf?.mkv': as the spelled path was
+    # there, it was taken as read and the latin-1 file, the item's only copy, was a reclaimable orphan.
+    from qbhook.errors import OrphansRefused, UnreadableRecord
+    from qbhook.move.orphans import references
+
+    folder, file = (b"Show.X", b"caf\xe9.mkv") if where == "file" else (b"Caf\xe9.Show", b"a.mkv")
+    c = _latin1_item(tmp_path, folder, file)
+    twin = os.fsencode(tmp_path) + b"/" + folder.replace(b"\xe9", b"?")
+    os.makedirs(twin, exist_ok=True)
+    with open(twin + b"/" + file.replace(b"\xe9", b"?"), "wb") as fh:
+        fh.write(b"y" * 10)
+    field = "f.path" if where == "file" else "d.directory"
+    with pytest.raises(UnreadableRecord, match=f"item {HM}.*{field} = .*the host has .*not UTF-8"):
+        c.torrents_with_files()
+    with pytest.raises(UnreadableRecord, match=field):
+        c.files(HM) if where == "file" else c.torrents()
+    with pytest.raises(OrphansRefused, match=f"client rt cannot be listed.*{HM}"):
+        references([c])
+
+
+def test_a_mangled_file_below_a_utf8_folder_with_a_real_question_mark_is_unreadable(tmp_path):
+    # d.directory 'Café?' is UTF-8, sent as it is (5 characters, 6 bytes); f.path b'caf\xe9.mkv' is not.
+    from qbhook.errors import UnreadableRecord
+
+    folder = tmp_path / "Caf\u00e9?"
+    folder.mkdir()
+    (folder / "sub").mkdir()
+    with open(os.fsencode(folder) + b"/sub/caf\xe9.mkv", "wb") as fh:
+        fh.write(b"x" * 10)
+    c = _client([_row(ROW_MULTI, directory=str(folder))], {HM.upper(): [["sub/caf?.mkv", 10, 1, 1, 1]]}, PathMap())
+    with pytest.raises(UnreadableRecord, match=r"f\.path = .*the host has 'caf\\udce9\.mkv'"):
+        c.torrents_with_files()
+
+
+def test_two_files_reported_under_one_name_are_unreadable(tmp_path):
+    # b'caf\xe9.mkv' and b'caf\xe8.mkv', not on disk yet (no name beside them to tell): both 'caf?.mkv'.
+    (tmp_path / "Show.X").mkdir()
+    row = _row(ROW_MULTI, directory=f"{tmp_path}/Show.X")
+    c = _client([row], {HM.upper(): [["caf?.mkv", 10, 1, 0, 1], ["caf?.mkv", 10, 1, 0, 1]]}, path_map=PathMap())
+    with pytest.raises(UnreadableRecord, match=r"file 1: unreadable record: f\.path = 'Show\.X/caf\?\.mkv' \(another"):
+        c.torrents_with_files()
+    with pytest.raises(UnreadableRecord, match="another file"):
+        c.files(HM)
+
+
+def test_a_question_mark_in_the_path_maps_own_folder_is_not_rtorrents(tmp_path):
+    # The host folder the path map puts in place of /data is not a name rTorrent spelled.
+    host = tmp_path / "wh?t"
+    (host / "Show?X").mkdir(parents=True)
+    (host / "Show?X" / "a.mkv").write_bytes(b"x" * 10)
+    os.makedirs(os.fsencode(tmp_path) + b"/wh\xe9t")
+    row = _row(ROW_MULTI, name="Show?X", directory="/data/Show?X")
+    c = _client([row], {HM.upper(): [["a.mkv", 10, 1, 1, 1]]}, path_map=PathMap([("/data", str(host))]))
+    ((info, files),) = c.torrents_with_files()
+    assert info.content_path == f"{host}/Show?X" and [f.name for f in files] == ["Show?X/a.mkv"]
+
+
 def test_a_real_question_mark_in_an_absent_item_reads_and_the_others_are_listed(tmp_path):
     # "What If?.S01" added stopped (nothing on disk yet): its '?' path is absent with no name spelled
     # so next to it. Read as unreadable, it failed the listing of every item, so the snapshot, the
