@@ -54,9 +54,11 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   guess which file was meant. With no such name (real ``?``, the item not downloaded
   yet or its data lost), it is an ordinary path, present or absent.
 * An item that does not read (that, a number rTorrent cannot report, a single file's d.name
-  that is not one path component) is that item's: a listing raises ``UnreadableItems``
-  naming it and carrying the items that read (``_rows``). The torrent index keeps it as not
-  known and syncs the others; every other reader refuses on it, as on any unreadable record.
+  that is not one path component, a d.directory that is no absolute ``..``-free path: a
+  multi-file item's ends with its unchecked ``name.utf-8``, ``_directory``) is that item's: a
+  listing raises ``UnreadableItems`` naming it and carrying the items that read (``_rows``).
+  The torrent index keeps it as not known and syncs the others; every other reader refuses
+  on it, as on any unreadable record.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
@@ -106,7 +108,7 @@ from qbhook.errors import (
 )
 from qbhook.numbers import said, shown
 from qbhook.pathmap import PathMap
-from qbhook.paths import normalize
+from qbhook.paths import normalize, refusal
 
 __all__ = [
     "HOOK_EVENTS",
@@ -567,13 +569,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def _split(self, item: RtItem) -> tuple[str, str]:
         """(client save path, content name under it) in qBittorrent's sense."""
-        try:
-            directory = normalize(item.directory)
-        except PathMapError as exc:
-            raise PathMapError(f"torrent {item.hash} ({item.name}): directory: {exc.message}") from exc
+        directory = _directory(self._where(item.hash), item.directory, item.is_multi_file)
         if item.is_multi_file:
-            if directory == "/":
-                raise PathMapError(f"torrent {item.hash} ({item.name}): its content folder is /")
             return posixpath.dirname(directory), posixpath.basename(directory)
         return directory, item.name
 
@@ -627,8 +624,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
         # must not pass as a multi-file item, which would put every file under a folder it lacks.
         f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
-        client_dir = normalize(f.text("d.directory"))
         is_multi = _flag(f)("d.is_multi_file")
+        client_dir = _directory(self._where(h), f.text("d.directory"), is_multi)
         files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
         if any("?" in t.name for t in files):
             save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
@@ -664,7 +661,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def _with_files(self, it: RtItem, rows: Any, listed: dict) -> tuple[TorrentInfo, list[TorrentFile]]:
         info = self._info(it, listed)
-        prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
+        prefix = posixpath.basename(info.client_content_path) if it.is_multi_file else ""  # d.directory's own name
         files = _files(rows, prefix, self._where(it.hash))
         _spelled_files(self._where(it.hash), info.save_path, files, listed)
         return info, files
@@ -862,6 +859,20 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def close(self) -> None:
         """Nothing to release: one connection per call."""
+
+
+def _directory(where: str, value: str, multi: bool) -> str:
+    """``value``, an item's d.directory, normalized; UnreadableRecord naming the item when it is no
+    folder qbhook takes. A torrent's author can make it so: a multi-file item's d.directory ends
+    with its ``name.utf-8``, which libtorrent does not check (``..`` gives ``/data/torrents/..``).
+    Refused as a PathMapError, it failed the listing of every item of the client, and with it all
+    automation; it is that item's, as a single file's d.name of ``../x`` is (``RtItem.from_row``)."""
+    why = refusal(value)
+    if why is None and multi and normalize(value) == "/":
+        why = "a multi-file item's content folder cannot be /"
+    if why is not None:
+        raise UnreadableRecord(f"{where}: unreadable record: d.directory = {shown(value, 80)} ({why})")
+    return normalize(value)
 
 
 # item id -> (why it does not read, its name and folder as rTorrent sent them): UnreadableItems.items
