@@ -34,22 +34,31 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   hash_failed and returns before ``d.hashing`` is set to 0), and ``d.stop`` does nothing to a
   stopped item. A failed item can still be relocated (a rollback must move it back): the
   relocation's ``d.close`` clears ``d.hashing`` and its ``d.check_hash`` clears hash_failed.
+* A magnet's item, while rTorrent fetches its metadata, is a one-file item of one byte named
+  ``<HEX>.meta`` in the folder it was added to (``d.is_meta`` 1); rTorrent then erases it and
+  loads the real torrent. It has no metadata (``TorrentInfo.has_metadata``): where its data will
+  be is not known, so its whole save folder is in use (orphans, R42). An rTorrent before 0.9.7
+  has no ``d.is_meta``: its name says it there (``_meta_by_name``).
 * Label: ``d.custom1`` (ruTorrent's convention, percent-encoded as ruTorrent
   writes it); tags: a comma-separated list in ``d.custom=qbhook_tags``
   (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
   never names an rTorrent item.
 * A name that is not UTF-8 reaches us mangled: rTorrent's XML-RPC (0.9.8
   ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of such a
-  string as ``?``, in d.directory, d.name and f.path alike. The path it spells does
-  not exist, and the real files would look unreferenced (``qbhook orphans``). A path
-  with ``?`` that is not on the host, where its folder holds a name rTorrent spells so,
-  is read as an unreadable record (``_spelled``): the item is unreadable, named, rather
-  than guess which file was meant. Absent with no such name (a real ``?``, the
-  item not downloaded yet or its data lost), it is an ordinary absent path.
+  string as ``?``, in d.directory, d.name and f.path alike. The path it spells is
+  not the real one (absent, or another file that has real ``?`` in its name), and the
+  real files would look unreferenced (``qbhook orphans``). A path with ``?`` where a
+  folder on its way holds a name rTorrent spells as that part, the spelled name there
+  or not, is read as an unreadable record (``_spelled``), and so are two files of one
+  item reported under one name with ``?``: the item is unreadable, named, rather than
+  guess which file was meant. With no such name (real ``?``, the item not downloaded
+  yet or its data lost), it is an ordinary path, present or absent.
 * An item that does not read (that, a number rTorrent cannot report, a single file's d.name
-  that is not one path component) is that item's: a listing raises ``UnreadableItems``
-  naming it and carrying the items that read (``_rows``). The torrent index keeps it as not
-  known and syncs the others; every other reader refuses on it, as on any unreadable record.
+  that is not one path component, a d.directory that is no absolute ``..``-free path: a
+  multi-file item's ends with its unchecked ``name.utf-8``, ``_directory``) is that item's: a
+  listing raises ``UnreadableItems`` naming it and carrying the items that read (``_rows``).
+  The torrent index keeps it as not known and syncs the others; every other reader refuses
+  on it, as on any unreadable record.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
@@ -99,7 +108,7 @@ from qbhook.errors import (
 )
 from qbhook.numbers import said, shown
 from qbhook.pathmap import PathMap
-from qbhook.paths import normalize
+from qbhook.paths import normalize, refusal
 
 __all__ = [
     "HOOK_EVENTS",
@@ -143,6 +152,7 @@ _ITEM_FIELDS: tuple[tuple[str, str | None], ...] = (
     ("d.down.rate", None),
     ("d.message", None),
     ("d.size_files", None),  # to cut the file listing in batches of files (_file_batches)
+    ("d.is_meta", None),  # last: an rTorrent before 0.9.7 lacks it (RtorrentClient._item_rows)
 )
 
 _FIELD_NAMES = tuple(cmd for cmd, _ in _ITEM_FIELDS)
@@ -221,6 +231,7 @@ class RtItem:
     down_rate: int
     message: str
     size_files: int
+    is_meta: bool
 
     @classmethod
     def from_row(cls, row: Sequence[Any], instance: str = "?") -> RtItem:
@@ -266,6 +277,7 @@ class RtItem:
             down_rate=n["d.down.rate"],
             message=f.text("d.message"),
             size_files=n["d.size_files"],
+            is_meta=flag("d.is_meta"),
         )
 
     @property
@@ -359,6 +371,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         self._backoff = backoff
         self._sleep = sleep
         self._clock = clock
+        self._asks_is_meta = True  # until this rTorrent says it has no d.is_meta (_item_rows)
 
     def __repr__(self) -> str:
         return f"RtorrentClient({self.name!r}, {self.address!r}, {self.path_map!r})"
@@ -458,8 +471,11 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         torrent's author can make unreadable (a single file's d.name of ``../x``: libtorrent checks
         only ``name``, not ``name.utf-8``, which ``encoding.add = utf8`` makes d.name) must not stop
         the listing of every other item. A row whose hash does not read names no item: it does."""
-        fields = [f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in _ITEM_FIELDS]
-        rows = self._call("list items", "d.multicall2", "", "main", *fields)
+        rows = self._item_rows(
+            lambda fields: self._call(
+                "list items", "d.multicall2", "", "main", *(f"{cmd}={arg}" if arg else f"{cmd}=" for cmd, arg in fields)
+            )
+        )
         if not isinstance(rows, list):
             raise UnreadableRecord(f"rTorrent {self.name!r}: list items: not a list of rows: {shown(rows, 80)}")
         items: list[RtItem] = []
@@ -474,15 +490,37 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
                 bad[h] = (e.message, {"name": row[1], "save_path": row[2]})
         return items, bad
 
+    def _item_rows(self, read: Callable[[tuple[tuple[str, str | None], ...]], Any]) -> Any:
+        """``read(fields)``: item rows of ``fields`` (``_ITEM_FIELDS``), in that order. An rTorrent
+        without d.is_meta (it came in 0.9.7, rakshasa/rtorrent 8140c3f: 0.9.6 and builds on it
+        lack it) refuses the whole call, which would end every listing of it; it is asked without
+        it from then on, each row's d.is_meta read from its name instead (``_meta_by_name``)."""
+        if self._asks_is_meta:
+            try:
+                return read(_ITEM_FIELDS)
+            except RtorrentError as e:
+                # "Command "d.is_meta" does not exist." (d.multicall2), "Method 'd.is_meta' not defined"
+                if type(e) is not RtorrentError or "d.is_meta" not in e.message:
+                    raise
+            log.warning("rTorrent %s has no d.is_meta (before 0.9.7): a magnet's item is known by its name", self.name)
+            self._asks_is_meta = False
+        rows = read(_ITEM_FIELDS[:-1])
+        return [_meta_by_name(row) for row in rows] if isinstance(rows, list) else rows
+
     def item(self, any_hash: str) -> RtItem | None:
         """One item by hash (one system.multicall), None if rTorrent has no such item."""
         h = check_hash(any_hash)
         if len(h) != 40:
             return None  # rTorrent knows v1 hashes only
         target = h.upper()
-        calls = [_mc(cmd, target, *([arg] if arg else [])) for cmd, arg in _ITEM_FIELDS]
         try:
-            row = self._multicall(f"read item {h}", calls, torrent=h)
+            (row,) = self._item_rows(
+                lambda fields: [
+                    self._multicall(
+                        f"read item {h}", [_mc(cmd, target, *([arg] if arg else [])) for cmd, arg in fields], torrent=h
+                    )
+                ]
+            )
         except UnknownTorrent:
             return None
         item = RtItem.from_row(row, self.name)
@@ -523,7 +561,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
             amount_left=item.left_bytes,
             size=item.size_bytes,
             total_size=item.size_bytes,
-            has_metadata=True,
+            has_metadata=not item.is_meta,
             added_on=item.load_date or None,
             completion_on=item.finished or None,
             progress_stale=item.progress_stale,
@@ -531,13 +569,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def _split(self, item: RtItem) -> tuple[str, str]:
         """(client save path, content name under it) in qBittorrent's sense."""
-        try:
-            directory = normalize(item.directory)
-        except PathMapError as exc:
-            raise PathMapError(f"torrent {item.hash} ({item.name}): directory: {exc.message}") from exc
+        directory = _directory(self._where(item.hash), item.directory, item.is_multi_file)
         if item.is_multi_file:
-            if directory == "/":
-                raise PathMapError(f"torrent {item.hash} ({item.name}): its content folder is /")
             return posixpath.dirname(directory), posixpath.basename(directory)
         return directory, item.name
 
@@ -552,7 +585,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         if wanted is not None and not wanted:
             return []
         out = []
-        listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
+        listed: _Listed = {}  # one listing of a folder per call, not per item in it
         items, bad = self._rows()
         for item in items:
             if wanted is not None and item.hash not in wanted:
@@ -591,8 +624,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
         # must not pass as a multi-file item, which would put every file under a folder it lacks.
         f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
-        client_dir = normalize(f.text("d.directory"))
         is_multi = _flag(f)("d.is_multi_file")
+        client_dir = _directory(self._where(h), f.text("d.directory"), is_multi)
         files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
         if any("?" in t.name for t in files):
             save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
@@ -603,7 +636,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         """Every item with its files: one d.multicall2 + one system.multicall per batch of items
         holding up to ``_FILES_BUDGET`` files (``_file_batches``)."""
         out: list[tuple[TorrentInfo, list[TorrentFile]]] = []
-        listed: dict[str, list[bytes] | None] = {}  # one listing of a folder per call, not per item in it
+        listed: _Listed = {}  # one listing of a folder per call, not per item in it
         items, bad = self._rows()
         for chunk in _file_batches(items):
             calls = [_mc("f.multicall", it.hash.upper(), "", *_FILE_FIELDS) for it in chunk]
@@ -628,7 +661,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def _with_files(self, it: RtItem, rows: Any, listed: dict) -> tuple[TorrentInfo, list[TorrentFile]]:
         info = self._info(it, listed)
-        prefix = posixpath.basename(normalize(it.directory)) if it.is_multi_file else ""
+        prefix = posixpath.basename(info.client_content_path) if it.is_multi_file else ""  # d.directory's own name
         files = _files(rows, prefix, self._where(it.hash))
         _spelled_files(self._where(it.hash), info.save_path, files, listed)
         return info, files
@@ -828,6 +861,20 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         """Nothing to release: one connection per call."""
 
 
+def _directory(where: str, value: str, multi: bool) -> str:
+    """``value``, an item's d.directory, normalized; UnreadableRecord naming the item when it is no
+    folder qbhook takes. A torrent's author can make it so: a multi-file item's d.directory ends
+    with its ``name.utf-8``, which libtorrent does not check (``..`` gives ``/data/torrents/..``).
+    Refused as a PathMapError, it failed the listing of every item of the client, and with it all
+    automation; it is that item's, as a single file's d.name of ``../x`` is (``RtItem.from_row``)."""
+    why = refusal(value)
+    if why is None and multi and normalize(value) == "/":
+        why = "a multi-file item's content folder cannot be /"
+    if why is not None:
+        raise UnreadableRecord(f"{where}: unreadable record: d.directory = {shown(value, 80)} ({why})")
+    return normalize(value)
+
+
 # item id -> (why it does not read, its name and folder as rTorrent sent them): UnreadableItems.items
 _Unreadable = dict[str, tuple[str, dict[str, Any]]]
 
@@ -840,6 +887,17 @@ def _row_hash(row: Any) -> str | None:
         return RecordFields({"d.hash": row[0]}, "").hash("d.hash", 40)
     except UnreadableRecord:
         return None
+
+
+def _meta_by_name(row: Any) -> Any:
+    """A row read without d.is_meta (``RtorrentClient._item_rows``) with it, as the item's name says:
+    libtorrent names a magnet's item ``<info hash in hex>.meta`` until its metadata comes (0.13.x
+    ``DownloadConstructor::parse_magnet_uri``), a name no torrent has of its own (its info hash is
+    of its name). Anything else, as it came: ``RtItem.from_row`` refuses it."""
+    if not isinstance(row, (list, tuple)) or len(row) != len(_ITEM_FIELDS) - 1:
+        return row
+    h, name = row[0], row[1]
+    return [*row, int(isinstance(h, str) and isinstance(name, str) and name.lower() == f"{h}.meta".lower())]
 
 
 def _file_batches(
@@ -892,15 +950,22 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
     return out
 
 
+# folder -> its names by length (``_by_length``), None when it is not there: listed once per listing
+_Listed = dict[str, dict[int, list[bytes]] | None]
+
+
 def _spelled(where: str, key: str, value: str, host_path: str, listed: dict | None = None) -> None:
-    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and ``host_path``, the
-    path it spells, is a name on the host spelled so (``_misspelled``): rTorrent sends a name that
-    is not UTF-8 with ``?`` in place of its bytes (module docstring), so its real files are there
-    under another name. A path with ``?`` that is simply absent (an item added stopped, one that
-    lost its data: what ``qbhook repair`` is for) reads as any absent path does."""
-    if "?" not in value or os.path.lexists(host_path):
+    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and a part of
+    ``host_path``, the path it spells, has a name beside it on the host that rTorrent spells the
+    same way (``_misspelled``): rTorrent sends a name that is not UTF-8 with ``?`` in place of its
+    bytes (module docstring), so the item's files may be under that name, whether or not the
+    spelling is a name there too (a real ``caf?.mkv`` beside a latin-1 ``caf\xe9.mkv``: taken as
+    read, the latin-1 one, the item's only copy, was a reclaimable orphan). A path with ``?`` that
+    is simply absent (an item added stopped, one that lost its data: what ``qbhook repair`` is
+    for) or whose ``?`` are real ones reads as any path does."""
+    if "?" not in value:
         return
-    real = _misspelled(host_path, {} if listed is None else listed)
+    real = _misspelled(host_path, value, {} if listed is None else listed)
     if real is not None:
         raise UnreadableRecord(
             f"{where}: unreadable record: {key} = {value!r:.80} (the host has {real!r:.80} there, a name "
@@ -908,26 +973,51 @@ def _spelled(where: str, key: str, value: str, host_path: str, listed: dict | No
         )
 
 
-def _misspelled(host_path: str, listed: dict[str, list[bytes] | None]) -> str | None:
-    """The name on the host that rTorrent would spell as the first missing part of ``host_path``
-    (its folder exists), or None when no name there is spelled so: the path is simply absent.
+def _misspelled(host_path: str, reported: str, listed: _Listed) -> str | None:
+    """A name on the host that rTorrent would spell as a part of ``host_path`` with ``?`` in it
+    and that is not that part itself, or None when there is none.
 
-    Only the first missing part is looked at: every folder above it exists, so any ``?`` above it
-    is a real one. ``listed`` caches each folder's names (an item's absent files share folders).
-    A folder that cannot be listed is unreadable: whether the item's files are there is unknown."""
-    folder, part = posixpath.split(host_path)
-    while folder != posixpath.dirname(folder) and not os.path.lexists(folder):
-        folder, part = posixpath.split(folder)[0], posixpath.basename(folder)
-    if "?" not in part:
+    Only the parts ``host_path`` shares at its end with ``reported`` (rTorrent's spelling of it)
+    are rTorrent's: the path map's own folders above them are not looked at. Each of them with a
+    ``?`` is, top down, an existing one too, until one is not on the host (nothing is below it).
+    ``listed`` caches each folder's names (an item's files share folders). A folder that cannot be
+    listed is unreadable: whether the item's files are there is unknown."""
+    parts = host_path.split("/")
+    shared = 0
+    for host_part, said_part in zip(reversed(parts), reversed(reported.split("/")), strict=False):
+        if host_part != said_part:
+            break
+        shared += 1
+    for i in range(len(parts) - shared, len(parts)):
+        part = parts[i]
+        if "?" not in part:
+            continue
+        folder = "/".join(parts[:i]) or "/"
+        if folder not in listed:
+            listed[folder] = _by_length(folder)
+        names = listed[folder] or {}
+        real = next((n for n in names.get(len(part), ()) if _spells(part, n)), None)  # a byte spelled one character
+        if real is not None:
+            return os.fsdecode(real)
+        own = os.fsencode(part)  # "Café?" too: d.directory and f.path are two strings, one may be UTF-8
+        if own not in names.get(len(own), ()):
+            return None  # absent, and so is everything below it
+    return None
+
+
+def _by_length(folder: str) -> dict[int, list[bytes]] | None:
+    """``folder``'s names by their length in bytes (a name's spelling has as many characters: each
+    look at a folder of thousands of names tries only a few), or None when it is not there."""
+    try:
+        names = os.listdir(os.fsencode(folder))
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    if folder not in listed:
-        try:
-            listed[folder] = os.listdir(os.fsencode(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            listed[folder] = None
-        except OSError as e:
-            raise UnreadableRecord(f"cannot list {folder!r:.80} to read a name with '?' in it: {e.strerror}") from e
-    return next((os.fsdecode(n) for n in listed[folder] or () if _spells(part, n)), None)
+    except OSError as e:
+        raise UnreadableRecord(f"cannot list {folder!r:.80} to read a name with '?' in it: {e.strerror}") from e
+    out: dict[int, list[bytes]] = {}
+    for name in names:
+        out.setdefault(len(name), []).append(name)
+    return out
 
 
 def _spells(reported: str, name: bytes) -> bool:
@@ -947,12 +1037,21 @@ def _spells(reported: str, name: bytes) -> bool:
 
 
 def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile], listed: dict | None = None) -> None:
-    """``_spelled`` for each file name with a ``?`` (a lstat each, only for those; a folder listing
-    only for those absent, once per folder: ``listed``, shared by a listing's items). A file not to
-    be downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other."""
+    """``_spelled`` for each file name with a ``?`` (a listing of each folder holding a part with one,
+    once per folder: ``listed``, shared by a listing's items), and UnreadableRecord when two files
+    are reported under one such name: rTorrent spells ``caf\xe9.mkv`` and ``caf\xe8.mkv`` alike,
+    and which of the item's files each name on the host is cannot be told. A file not to be
+    downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other."""
     listed = {} if listed is None else listed
+    seen: set[str] = set()
     for f in files:
         if "?" in f.name:
+            if f.name in seen:
+                raise UnreadableRecord(
+                    f"{where}: file {f.index}: unreadable record: f.path = {f.name!r:.80} (another file of the item is "
+                    "reported so too: names that are not UTF-8, which rTorrent spells with '?'; rename them to UTF-8)"
+                )
+            seen.add(f.name)
             _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name), listed)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from qbhook.move import orphans
 from tests.helpers import write
+from tests.unit.rtorrent.conftest import FakeRtorrent, wired
 from tests.unit.test_executor import FakeTorrent
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.test_orphans_purge import expire, quarantine_one, world  # noqa: F401  (fixtures)
@@ -31,6 +32,36 @@ def test_a_purge_keeps_the_held_data_of_a_torrent_readded_from_a_magnet(world, n
     w.qbt.add(magnet(os.path.join(w.seed_s, "old"), name))
     expire(w)
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert os.path.exists(at) and [k.held for k in out.kept] == [at]
+
+
+class MagnetRt(FakeRtorrent):
+    """rTorrent 0.9.8 holding one magnet's item while it fetches the metadata: a one-byte file
+    '<HEX>.meta' in the folder it was added to, d.is_meta 1. Answers by command name."""
+
+    def __init__(self, save: str):
+        from qbhook.clients.rtorrent import _ITEM_FIELDS
+        from tests.unit.rtorrent.test_adapter import ROW_SINGLE
+
+        self.meta = H3.upper() + ".meta"
+        self.item = dict(zip((cmd for cmd, _ in _ITEM_FIELDS), ROW_SINGLE, strict=False))
+        self.item.update({"d.hash": H3.upper(), "d.name": self.meta, "d.directory": save, "d.is_meta": 1})
+        self.item.update({"d.size_bytes": 1, "d.completed_bytes": 0, "d.left_bytes": 1, "d.complete": 0})
+
+    def _one(self, method, *params):
+        if method == "d.multicall2":
+            return [[self.item[field.split("=")[0]] for field in params[2:]]]
+        return [[self.meta, 1, 1, 0, 1]] if method == "f.multicall" else self.item[method]
+
+
+def test_a_purge_keeps_the_held_data_of_a_torrent_readded_from_a_magnet_in_rtorrent(world):  # noqa: F811
+    # R97: read as having metadata, the magnet's item kept its '<HEX>.meta' alone, not its save
+    # folder, and the purge deleted the held data the torrent will want.
+    w = world
+    _path, at = quarantine_one(w)
+    rt = wired(MagnetRt(os.path.join(w.seed_s, "old")))
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt, rt])
     assert os.path.exists(at) and [k.held for k in out.kept] == [at]
 
 

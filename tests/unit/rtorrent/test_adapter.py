@@ -59,6 +59,7 @@ ROW_MULTI = [
     0,
     "Tracker: [Couldn't connect to server]",
     2,
+    0,
 ]
 ROW_SINGLE = [
     HS.upper(),
@@ -82,6 +83,7 @@ ROW_SINGLE = [
     0,
     "Tracker: [Couldn't connect to server]",
     1,
+    0,
 ]
 FILES_MULTI = [["a.mkv", 300000, 1, 19, 19], ["sub/b.srt", 1000, 0, 0, 1]]
 FILES_SINGLE = [["single.mkv", 200000, 1, 13, 13]]
@@ -202,6 +204,59 @@ def test_a_closed_item_keeps_its_count_for_planning_and_says_it_is_stale(changes
 
 def test_tracker_messages_are_not_errors():
     assert _client().torrent(HM).state == "stalledUP"
+
+
+def _magnet_row(directory="/data/torrents", **changes):
+    """A magnet's item while rTorrent 0.9.8 fetches its metadata: one file ``<HEX>.meta`` of one byte in
+    the folder it was added to (libtorrent's ``DownloadConstructor::parse_magnet_uri``), d.is_meta 1."""
+    meta = HS.upper() + ".meta"
+    fields = dict(name=meta, directory=directory, size_bytes=1, completed_bytes=0, left_bytes=1, complete=0)
+    return _row(ROW_SINGLE, **{**fields, "is_meta": 1, **changes}), {HS.upper(): [[meta, 1, 1, 0, 1]]}
+
+
+def test_a_magnet_fetching_its_metadata_has_none():
+    # It was listed with metadata: a one-byte item, stable, whose save folder orphans did not keep (R97).
+    row, files = _magnet_row()
+    c = _client([ROW_MULTI, row], files)
+    got = {t.hash: t for t in c.torrents()}
+    assert (got[HS].has_metadata, got[HS].is_stable, got[HM].has_metadata) == (False, False, True)
+    assert {t.hash: t.has_metadata for t, _ in c.torrents_with_files()} == {HM: True, HS: False}
+    assert c.find(HS).has_metadata is False
+
+
+class OldRpc(FakeRpc):
+    """An rTorrent before 0.9.7: no d.is_meta. d.multicall2 refuses the whole call for it (its
+    parse_command), system.multicall that call (xmlrpc-c's unknown method)."""
+
+    def _one(self, method, *params):
+        if method == "d.multicall2":
+            if "d.is_meta=" in params:
+                raise xmlrpc.client.Fault(-503, 'Command "d.is_meta" does not exist.')
+            return [list(r[:-1]) for r in self.rows.values()]
+        if method == "d.is_meta":
+            raise xmlrpc.client.Fault(-506, "Method 'd.is_meta' not defined")
+        return super()._one(method, *params)
+
+
+@pytest.mark.parametrize("first", ["torrents", "find"])
+def test_an_rtorrent_without_is_meta_lists_and_knows_a_magnet_by_its_name(first):
+    # d.is_meta came in 0.9.7: asked of 0.9.6 it failed every listing.
+    row, files = _magnet_row()
+    c = _client([ROW_MULTI, _row(ROW_SINGLE, hash=HM[::-1].upper())], files)
+    c._rpc = OldRpc([ROW_MULTI, row], {**files, HM.upper(): FILES_MULTI})
+    if first == "find":
+        assert (c.find(HS).has_metadata, c.find(HM).has_metadata) == (False, True)
+    assert {t.hash: t.has_metadata for t in c.torrents()} == {HM: True, HS: False}
+    assert {t.hash: t.has_metadata for t, _ in c.torrents_with_files()} == {HM: True, HS: False}
+    assert (c.find(HS).has_metadata, c.item(HM).is_meta) == (False, False)
+    asked = [p for m, *p in c._rpc.calls if m == "d.multicall2" and "d.is_meta=" in p]
+    asked += [c for m, *p in c._rpc.calls if m == "system.multicall" for c in p[0] if c["methodName"] == "d.is_meta"]
+    assert len(asked) == 1  # once: then it is known not to have it
+
+
+def test_a_name_like_a_magnets_is_no_magnet_where_is_meta_says_so():
+    row, files = _magnet_row(is_meta=0)
+    assert _client([row], files).torrent(HS).has_metadata is True
 
 
 # -- paths and names -------------------------------------------------------------
@@ -660,6 +715,66 @@ def test_a_real_question_mark_in_a_name_reads(tmp_path):
     assert [f.name for f in c.files(HM)] == ["What?.Show/why?.mkv"]
 
 
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_a_real_question_mark_beside_a_name_rtorrent_spells_alike_is_unreadable(tmp_path, where):
+    # R97: 'caf?.mkv' (a real '?') and the item's latin-1 b'caf\xe9.mkv' in one folder (or folders
+    # 'Caf?.Show' and b'Caf\xe9.Show' side by side) both read 'caf?.mkv': as the spelled path was
+    # there, it was taken as read and the latin-1 file, the item's only copy, was a reclaimable orphan.
+    from qbhook.errors import OrphansRefused, UnreadableRecord
+    from qbhook.move.orphans import references
+
+    folder, file = (b"Show.X", b"caf\xe9.mkv") if where == "file" else (b"Caf\xe9.Show", b"a.mkv")
+    c = _latin1_item(tmp_path, folder, file)
+    twin = os.fsencode(tmp_path) + b"/" + folder.replace(b"\xe9", b"?")
+    os.makedirs(twin, exist_ok=True)
+    with open(twin + b"/" + file.replace(b"\xe9", b"?"), "wb") as fh:
+        fh.write(b"y" * 10)
+    field = "f.path" if where == "file" else "d.directory"
+    with pytest.raises(UnreadableRecord, match=f"item {HM}.*{field} = .*the host has .*not UTF-8"):
+        c.torrents_with_files()
+    with pytest.raises(UnreadableRecord, match=field):
+        c.files(HM) if where == "file" else c.torrents()
+    with pytest.raises(OrphansRefused, match=f"client rt cannot be listed.*{HM}"):
+        references([c])
+
+
+def test_a_mangled_file_below_a_utf8_folder_with_a_real_question_mark_is_unreadable(tmp_path):
+    # d.directory 'Café?' is UTF-8, sent as it is (5 characters, 6 bytes); f.path b'caf\xe9.mkv' is not.
+    from qbhook.errors import UnreadableRecord
+
+    folder = tmp_path / "Caf\u00e9?"
+    folder.mkdir()
+    (folder / "sub").mkdir()
+    with open(os.fsencode(folder) + b"/sub/caf\xe9.mkv", "wb") as fh:
+        fh.write(b"x" * 10)
+    c = _client([_row(ROW_MULTI, directory=str(folder))], {HM.upper(): [["sub/caf?.mkv", 10, 1, 1, 1]]}, PathMap())
+    with pytest.raises(UnreadableRecord, match=r"f\.path = .*the host has 'caf\\udce9\.mkv'"):
+        c.torrents_with_files()
+
+
+def test_two_files_reported_under_one_name_are_unreadable(tmp_path):
+    # b'caf\xe9.mkv' and b'caf\xe8.mkv', not on disk yet (no name beside them to tell): both 'caf?.mkv'.
+    (tmp_path / "Show.X").mkdir()
+    row = _row(ROW_MULTI, directory=f"{tmp_path}/Show.X")
+    c = _client([row], {HM.upper(): [["caf?.mkv", 10, 1, 0, 1], ["caf?.mkv", 10, 1, 0, 1]]}, path_map=PathMap())
+    with pytest.raises(UnreadableRecord, match=r"file 1: unreadable record: f\.path = 'Show\.X/caf\?\.mkv' \(another"):
+        c.torrents_with_files()
+    with pytest.raises(UnreadableRecord, match="another file"):
+        c.files(HM)
+
+
+def test_a_question_mark_in_the_path_maps_own_folder_is_not_rtorrents(tmp_path):
+    # The host folder the path map puts in place of /data is not a name rTorrent spelled.
+    host = tmp_path / "wh?t"
+    (host / "Show?X").mkdir(parents=True)
+    (host / "Show?X" / "a.mkv").write_bytes(b"x" * 10)
+    os.makedirs(os.fsencode(tmp_path) + b"/wh\xe9t")
+    row = _row(ROW_MULTI, name="Show?X", directory="/data/Show?X")
+    c = _client([row], {HM.upper(): [["a.mkv", 10, 1, 1, 1]]}, path_map=PathMap([("/data", str(host))]))
+    ((info, files),) = c.torrents_with_files()
+    assert info.content_path == f"{host}/Show?X" and [f.name for f in files] == ["Show?X/a.mkv"]
+
+
 def test_a_real_question_mark_in_an_absent_item_reads_and_the_others_are_listed(tmp_path):
     # "What If?.S01" added stopped (nothing on disk yet): its '?' path is absent with no name spelled
     # so next to it. Read as unreadable, it failed the listing of every item, so the snapshot, the
@@ -769,7 +884,7 @@ def test_a_deeply_nested_value_in_an_answer_is_quoted_bounded_in_one_line():
         deep = [deep]
     for rows, match in (
         ([_row(ROW_MULTI, name=deep)], r"unreadable record: d.name = \[\[\[\[\.\.\.\]\]\]\] \(not text\)"),
-        ([deep], "an item row that is not 21 fields: "),
+        ([deep], r"an item row that is not \d+ fields: "),
     ):
         c = _client(rows=())
         c._rpc.rows = dict(enumerate(rows))

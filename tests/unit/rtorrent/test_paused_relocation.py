@@ -74,6 +74,7 @@ class StatefulRt(FakeRtorrent):
             "d.down.rate": 0,
             "d.message": "",
             "d.size_files": len(files),
+            "d.is_meta": 0,
             "_countdown": 0,
         }
         self.files[h.upper()] = [[n, s, 1, 1, 1] for n, s in files]
