@@ -1485,24 +1485,7 @@ def check_paths(cfg: Config) -> list[str]:
             except OSError as e:
                 problems.append(f"rtorrent {c.name}: cannot look at SCGI socket {sock}: {e.strerror}")
     parent = cfg.catalog.parent
-    if why := not_a_folder(parent, CatalogFolderMissing.FIX):  # the line a command that opens it says
-        problems.append(f"catalog: folder {why}" if why.startswith(str(parent)) else f"catalog: {why}")
-    else:
-        try:
-            mode = os.stat(cfg.catalog).st_mode  # followed, as catalog.db opens it
-        except FileNotFoundError:
-            mode = None  # a new catalog: the first command creates it, unless a link to nothing
-            if os.path.islink(cfg.catalog):
-                problems.append(CatalogLinkDangling(cfg.catalog, link_target(cfg.catalog)).message)
-        except OSError as e:
-            # The line a command that opens it says: the links' own loop, not a folder's on the way.
-            loop = e.errno == errno.ELOOP and os.path.isdir(parent)
-            problems.append(
-                CatalogLinkLoop(cfg.catalog).message if loop else f"catalog: cannot look at {cfg.catalog}: {e.strerror}"
-            )
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode):
-            problems.append(f"catalog: {cfg.catalog} is not a regular file (name a file; qbhook creates it)")
+    problems.extend(_catalog_problems(cfg.catalog))
     for key, own in (("catalog", cfg.catalog), ("lock_dir", cfg.lock_dir)):
         if own is not None and (why := _in_a_pool(own, cfg.pools, resolve=True)):
             problems.append(f"{key}: {why}; {_OUTSIDE_POOLS}")
@@ -1529,6 +1512,32 @@ def not_a_folder(path: Path, missing: str = "(is the pool mounted?)") -> str | N
     except OSError as e:
         return f"cannot look at {path}: {e.strerror}"
     return None if stat.S_ISDIR(st.st_mode) else f"{path} is {_file_kind(path)}, not a folder"
+
+
+def _catalog_problems(catalog: Path) -> list[str]:
+    """``check_paths``' lines for ``catalog:`` itself and its folder, each the line a command that
+    opens it says (``catalog.db``)."""
+    problems: list[str] = []
+    parent = catalog.parent
+    if why := not_a_folder(parent, CatalogFolderMissing.FIX):  # the line a command that opens it says
+        problems.append(f"catalog: folder {why}" if why.startswith(str(parent)) else f"catalog: {why}")
+    else:
+        try:
+            mode = os.stat(catalog).st_mode  # followed, as catalog.db opens it
+        except FileNotFoundError:
+            mode = None  # a new catalog: the first command creates it, unless a link to nothing
+            if os.path.islink(catalog):
+                problems.append(CatalogLinkDangling(catalog, link_target(catalog)).message)
+        except OSError as e:
+            # The line a command that opens it says: the links' own loop, not a folder's on the way.
+            loop = e.errno == errno.ELOOP and os.path.isdir(parent)
+            problems.append(
+                CatalogLinkLoop(catalog).message if loop else f"catalog: cannot look at {catalog}: {e.strerror}"
+            )
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            problems.append(f"catalog: {catalog} is not a regular file (name a file; qbhook creates it)")
+    return problems
 
 
 def link_target(path: Path) -> str:
