@@ -19,7 +19,11 @@ Safety rules this module enforces:
   the clients right before its view is made, on resume too (``_check_write_places``: the
   planner's rule, on what a rename or a torrent added since the plan changed; the repair planner
   reads no other torrent, so for a repair this is the only look), and a move again before its
-  first delete (``_check_no_writer``, on the newcomer check's listing): the copies take hours;
+  first delete (``_check_no_writer``, on the newcomer check's listing): the copies take hours.
+  Once deletes began the look follows the newcomer check's cadence and is taken once more at the
+  group's end (``_check_no_writer_at_end``): nothing can be undone then, so a writer found stops
+  the rest of the deletes and fails the group with the writer named (its only copy is where that
+  torrent writes);
 * no old link is deleted while a library symlink reaches it, or while the libraries cannot be
   walked: the plan's snapshot walked them once, so the deletes walk again before a group's
   first delete and on the newcomer check's cadence after (``_check_no_library_symlink``);
@@ -166,8 +170,10 @@ _REREAD_S = 2.0
 # qBittorrent 4.5's adapter here, 0.6 s through rTorrent's (docs/benchmarks.md section 7), so a
 # group deleting for minutes pays ~4-6 % for it; a cross-seed injected during the deletes loses
 # at most the links deleted in one interval, not every one. The walk for library symlinks
-# (``Executor._check_no_library_symlink``) is repeated on the same cadence (``_look_due``).
+# (``Executor._check_no_library_symlink``) is repeated on the same cadence (``_look_due``), and the
+# write-place look (``Executor._check_no_writer``) rides on each listing.
 _NEWCOMER_REREAD_S = 30.0
+_NONE_KEPT = "no old link left"  # ``Executor._kept_old_links`` of a group whose deletes all ran
 # After a recheck request, how long the client's API may still show the torrent as it was before
 # (``_recheck_lag``): at least _RECHECK_LAG_S, and two of the client's refresh intervals plus a
 # margin (clients/port.py ``state_lag_s``). Two: the first refresh after the request may have been
@@ -368,7 +374,7 @@ class ClientsByName(Protocol):
 
 
 # The actions that make a view at a destination and delete its source after: asked again before
-# their first delete (``Executor._check_no_writer``).
+# their first delete, during the deletes and at their end (``Executor._check_no_writer``).
 _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
 # Every action that makes files at a destination, asked before its first make (``_check_write_places``):
 # a repair links catalog copies (a library file's inode, another payload's) under its torrent.
@@ -1199,6 +1205,7 @@ class Executor:
                     h.replay(st, seq, step, row)
                     continue
                 self._run_step(st, seq, step, row)
+            self._check_no_writer_at_end(st)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
             self._report_left_stopped(st)
             self.log.info("group %s done", g.group_id)
@@ -1261,7 +1268,8 @@ class Executor:
         (a resume keeps what it made, as a rollback keeps views), and the next plan blocks the group
         by the same rule (a repair is refused here again). Read-only: a resume asks again. A client
         that does not answer fails the group too: a place not known free is not taken. The copies
-        take hours: the newcomer check asks a move again before its first delete (``_check_no_writer``)."""
+        take hours: the newcomer check asks a move again before its first delete and during the
+        deletes, and its end asks once more (``_check_no_writer``)."""
         makes = (Copy, Link, MkEmpty)
         if st.plan.action not in _VIEW_MAKERS or not any(
             isinstance(s, makes) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
@@ -1281,22 +1289,55 @@ class Executor:
             self._fail(st, reason)
             raise _Failure(reason) from e
 
-    def _check_no_writer(self, st: _GroupRun, listed: dict[str, list]) -> None:
-        """``_live_writer`` again before the group's first delete, on the newcomer check's listing
-        (``_check_no_newcomer``: at verify_group, and before the first delete when due). The check
+    def _check_no_writer(self, st: _GroupRun, listed: dict[str, list], last: bool = False) -> None:
+        """``_live_writer`` again on the newcomer check's listing (``_check_no_newcomer``: at
+        verify_group, before the first delete when due, then on its cadence while the deletes run),
+        and once more after the last delete (``last``, ``_check_no_writer_at_end``). The check
         before the first make is hours old once the copies ran, and a resume past the makes skips
         it: a rename onto a destination meanwhile would leave the group's only copy where another
         torrent writes once its source is deleted. Raised before any delete, the group rolls back
-        (its source links are intact); once deletes began, the rest of the old links are kept."""
-        if st.deletes_started or st.plan.action not in _VIEW_MOVES:
+        (its source links are intact). Once deletes began nothing comes back, as for a newcomer or
+        a library symlink found then: the rest of the old links are kept (a second copy of what
+        they hold) and the group fails for good, the writer named, so a person keeps that torrent
+        off the file before it is wanted. A torrent checking or moving there is waited for as
+        before the first delete (``_transients_ended``)."""
+        if st.plan.action not in _VIEW_MOVES:
             return
         look = self._live_writer(st.plan, listed)
         found = self._transients_ended(st) if look.only_transient else look.found
-        if found is not None:
+        if found is None:
+            return
+        if not st.deletes_started:
             raise UnsafeOperation(
                 f"{write_place_reason(*found)}; not deleting the old links",
                 hint="re-plan: the next plan blocks the group by the same rule",
             )
+        when = "found after the last delete" if last else "no more old links deleted"
+        raise UnsafeOperation(
+            f"{write_place_reason(*found)}; {when}",
+            hint="the group's new place is its only copy there: keep that torrent off the file before it is wanted",
+        )
+
+    def _check_no_writer_at_end(self, st: _GroupRun) -> None:
+        """``_check_no_writer`` once more when a move's deletes are done: the cadence's last look
+        may be ``_NEWCOMER_REREAD_S`` older than the last delete, and a rename meanwhile left the
+        group "done" with its only copy where another torrent writes, nobody told. One listing a
+        client a group, skipped as the first delete's look is (``_look_due``) when the last look is
+        under ``_REREAD_S`` old: a sweep's small groups pay none. Found, the group fails as a look
+        during the deletes fails it (``_stop_after_deletes``): told in its outcome, history, status
+        and the run's notification; a client that does not answer pauses it, and resume asks again."""
+        if not st.deletes_started or st.plan.action not in _VIEW_MOVES:
+            return
+        if not _look_due(st.newcomers_at, self.ctx.clock(), deletes_started=False):
+            return
+        try:
+            self._check_no_writer(st, _listings(self.ctx.clients), last=True)
+        except QbhookError as e:
+            reason = f"after the deletes: {e}"
+            self.log.warning("group %s: %s", st.plan.group_id, reason)
+            st.passing, st.settling = _passing(e), False
+            self._fail(st, reason)
+            raise _Failure(reason) from e
 
     def _transients_ended(self, st: _GroupRun) -> tuple[str, str] | None:
         """The writer found (``_live_writer``) on the clients' listings once no torrent that may
@@ -1330,8 +1371,8 @@ class Executor:
         what it finds in place stays what it was). A repair's own are also the torrents the run
         repairs onto the same content at one of its paths, there only (``_repair_twins``). The one
         home of the live check: before the first make (``_check_write_places``, which counts every
-        writer) and before the first delete (``_check_no_writer``). A file list a client does not
-        give leaves the torrent's folder counting.
+        writer), before the first delete, during the deletes and after them (``_check_no_writer``).
+        A file list a client does not give leaves the torrent's folder counting.
 
         One look gives both verdicts: the first writer (a lazy pass, stopping there), then, only if
         it is checking or moving and ``settled_too``, whether a torrent neither checking nor moving
@@ -2330,6 +2371,8 @@ class Executor:
                 f"{reason} (after deletes began: paused at the verified new place, {kept}; "
                 "qbhook resume finishes the deletes once this passes)"
             )
+        elif kept == _NONE_KEPT:  # the look after the last delete: no orphan to list
+            o.reason = f"{reason} (after deletes began; torrents stay at their verified new place; {kept})"
         else:
             o.reason = (
                 f"{reason} (after deletes began; torrents stay at their verified new place; {kept}, "
@@ -2385,7 +2428,7 @@ class Executor:
                     if there:
                         kept.append(d.path)
         if not kept:
-            return "no old link left"
+            return _NONE_KEPT
         return f"{len(kept)} old link(s) kept under {os.path.commonpath(kept)}"
 
     def _repair_quiet(self, st: _GroupRun, at: _At) -> None:
@@ -2962,7 +3005,7 @@ class Executor:
                         f"torrent {t.hash} ({t.instance}), not in the plan, seeds from the old place: {why}{stop}",
                         hint="re-plan: the new torrent must be part of the group",
                     )
-        self._check_no_writer(st, listings)  # the same look, before the first delete
+        self._check_no_writer(st, listings)  # the same look, on the same cadence
         st.newcomers_at = started
 
     def _first_seen(self, instance: str) -> dict[str, float] | None:

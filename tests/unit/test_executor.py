@@ -2036,9 +2036,29 @@ def test_the_deletes_list_the_clients_once_per_interval_not_per_delete(world):
 
     summary = world.executor(hook=hook).apply(demote_plan(world))
     assert summary.groups_done == ["g1"], summary.groups_failed
-    # Six deletes 10 s apart: once before the first (verify_group's look is 10 s old), once 30 s later.
+    # Six deletes 10 s apart: once before the first (verify_group's look is 10 s old), once 30 s
+    # later, and once after the last (the write-place look at the group's end, its last look 20 s old).
     during = listings[state["verified"] :]
-    assert len(during) == 2 and during[1] - during[0] == 30, listings
+    assert len(during) == 3 and during[1] - during[0] == 30 and during[2] - during[1] == 20, listings
+
+
+def test_a_quick_groups_deletes_list_the_clients_no_more_than_verify_group_did(world):
+    # The write-place look at the group's end is skipped, as the first delete's look is, while the
+    # last look is under _REREAD_S old: a sweep's small groups pay no listing for it.
+    listings = []
+    torrents = world.qbt.torrents
+    world.qbt.torrents = lambda hashes=None, **kw: (
+        (hashes is None and listings.append(world.clock.now)) or torrents(hashes, **kw)
+    )
+    state = {}
+
+    def hook(point, gid, seq, step):
+        if point == "before" and step.kind == "verify_group":
+            state["verified"] = len(listings) + 1  # its own listing
+
+    summary = world.executor(hook=hook).apply(demote_plan(world))
+    assert summary.groups_done == ["g1"], summary.groups_failed
+    assert listings[state["verified"] :] == [], listings
 
 
 @pytest.mark.parametrize("deleted", [0, 2])

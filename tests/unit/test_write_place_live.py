@@ -7,9 +7,11 @@ file onto the path (``renameFile``) or adds a torrent skipping a file there, and
 copy would take that torrent's pieces once the file is wanted. The executor asks the clients again
 right before it makes the view (``Executor._check_write_places``, ``converge.live_writer``): the
 group is refused with nothing made, and the next plan blocks it. Asked again before the first
-delete (``Executor._check_no_writer``), a rename during the copies rolls the group back (R85).
-Each test but the "still" one and the cost guard fails on the code before the check (the parent
-makes the file)."""
+delete (``Executor._check_no_writer``), a rename during the copies rolls the group back (R85);
+asked during the deletes and after the last one, a rename then stops the deletes and fails the
+group with the writer named (nothing can be undone by then). Each test but the "still" one and
+the cost guard fails on the code before the check (the parent makes the file; before the looks
+during and after the deletes, the group ends done)."""
 
 from __future__ import annotations
 
@@ -18,13 +20,15 @@ from dataclasses import replace
 
 import pytest
 
+from qbhook import notify
 from qbhook.catalog.indexer import sync_client
 from qbhook.decide import converge
 from qbhook.errors import UnknownTorrent
 from qbhook.move import executor as executor_mod
 from tests.helpers import write
-from tests.unit.test_executor import H1, Crash, FakeQbt, FakeTorrent, demote_plan, world  # noqa: F401  (fixture)
+from tests.unit.test_executor import FILES, H1, H2, Crash, FakeQbt, FakeTorrent, demote_plan, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_run_reporting import cap  # noqa: F401  (fixture)
 
 D, E, F = "d" * 40, "e" * 40, "f" * 40
 WRITE_PLACE = "a destination is a place another torrent may write into: "
@@ -446,3 +450,67 @@ def test_several_cross_seeds_checking_at_the_new_place_are_asked_one_file_list_a
     ends = looks[1:] + (done or [len(q.file_calls)])
     asked = [sum(q.file_calls[at:end].count(h) for h in crossed) for at, end in zip(looks, ends, strict=True)]
     assert asked == [1, 1, 1, 1]
+
+
+# R88's gap: asked before the first make and before the first delete, nothing asked again once
+# deletes began. A rename onto a destination while the deletes ran (minutes: each re-hashes its
+# link), or after the last one, left the group "done" with its only copy where another torrent
+# writes, and nobody told. Deletes cannot be undone: the look follows the newcomer and library
+# symlink checks' rule after deletes began (on their cadence, ``_look_due``, and once more at the
+# group's end): the rest of the old links kept, the group failed for good with the writer named.
+
+
+def _renamed_at(w, d, kind: str, nth: int):
+    """A hook: each delete takes 31 s (past the newcomer check's cadence); right before the
+    ``nth`` step of ``kind`` (0: the first), d's skipped file is renamed onto the first copy's
+    destination, as renameFile in qBittorrent does."""
+    seen: dict[str, int] = {}
+
+    def hook(point, _gid, _seq, step):
+        if point == "after_act" and step.kind == "delete":
+            w.clock.now += 31
+        if point == "before" and step.kind == kind:
+            if seen.setdefault(kind, 0) == nth:
+                d.files[1] = (MOVIE, 7, 0)
+            seen[kind] += 1
+
+    return hook
+
+
+def _old_links(w, h) -> list[str]:
+    return [rel for rel, _d in FILES if os.path.lexists(os.path.join(w.save(h, "stash"), rel))]
+
+
+@pytest.mark.parametrize(
+    "kind, nth, kept",
+    [("delete", 1, (2, 3)), ("prune_dirs", 0, (0, 0))],
+    ids=["after_the_first_delete", "after_the_last_delete"],
+)
+def test_a_rename_onto_a_destination_once_deletes_began_is_told_and_stops_them(world, cap, kind, nth, kept):  # noqa: F811
+    """On the parent the group ends done, its reason empty: nobody is told that its only copy of
+    movie.mkv is now a place torrent Pack writes into once that file is wanted."""
+    w = world
+    _live(w, {D})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    summary = w.executor(hook=_renamed_at(w, d, kind, nth)).apply(plan)
+    g = summary.groups[0]
+    assert g.status == "failed" and not g.paused and not g.needs_attention, (g.status, g.reason)
+    _refused(summary, os.path.join(w.seed_p, MOVIE))
+    assert "after deletes began" in g.reason, g.reason
+    if kept == (0, 0):
+        assert "after the last delete" in g.reason and "no old link left" in g.reason, g.reason
+        assert "qbhook orphans" not in g.reason, g.reason  # nothing was kept for it to list
+    else:
+        assert "no more old links deleted" in g.reason and "qbhook orphans lists them" in g.reason, g.reason
+    # The rest of the old links kept: H1's movie.mkv went with the first delete, nothing after the look.
+    assert (len(_old_links(w, H1)), len(_old_links(w, H2))) == kept
+    for h in (H1, H2):
+        assert w.qbt.torrent(h).save_path == w.save(h, "pool")  # they stay at their verified new place
+    assert summary.status == "failed" and w.journal.group_status("g1")[0] == "failed"  # history and status say it
+    notify.run_finished(summary)  # what apply's caller tells (``notify.watch``)
+    told = [e.text for e in cap.events if e.kind == "group_failed"]
+    assert len(told) == 1 and told[0].startswith("group g1 (demote) failed: "), told
+    assert WRITE_PLACE in told[0] and "torrent Pack (dddddddd on qbt)" in told[0], told
+    assert w.executor().resume() == []  # it does not pass by itself: nothing to retry
