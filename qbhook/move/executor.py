@@ -373,6 +373,9 @@ _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
 # A group's states in a run once it ended, done or not (``Executor._states``): a repair's twin in
 # such a group is not its own any more (``Executor._repair_twins``).
 _ENDED = frozenset({GroupStatus.DONE, GroupStatus.FAILED, GroupStatus.ROLLED_BACK, GroupStatus.BUSY})
+# A group's states in a run in which the files it makes are its own (``Executor._repair_made``):
+# done (seeding on them), or begun and not ended (a resumed run's, to carry on).
+_HOLDING = frozenset({GroupStatus.DONE, GroupStatus.RUNNING})
 # Every action that makes files at a destination, asked before its first make (``_check_write_places``):
 # a repair links catalog copies (a library file's inode, another payload's) under its torrent.
 _VIEW_MAKERS = (*_VIEW_MOVES, Action.REPAIR)
@@ -1021,7 +1024,8 @@ class Executor:
         self._repair_views: dict[str, dict[tuple[str, str], _RepairView]] | None = None
         # The running plan's groups' states in this run (``_states_before``, then each outcome as it
         # comes; none: not begun): a repair's twin is its own only while its group has not ended
-        # (``_repair_twins``).
+        # (``_repair_twins``), and a failed repair keeps only the files a group holding them uses
+        # (``_repair_made``).
         self._states: dict[str, str] = {}
         # The run's last walk for library symlinks: (when it started, what it found, or why it
         # could not finish), shared by its groups while younger than the cadence (``_library_walk``).
@@ -2172,7 +2176,10 @@ class Executor:
         file found there (``present``, or ``already``: the same inode was at the path before the
         step, e.g. linked by a cross-seeding torrent's repair group at the same save path, which
         may be seeding on it now). Only rows of this group's own plan steps, and never a path a
-        make step of another group of this run targets.
+        make step of another group of this run targets while that group holds it (``_HOLDING``). One
+        still to run makes its own again if it may, one that ended without success left it: kept for
+        them, the files stayed under this failed repair's torrent, stopped under 100 %, one start
+        from downloading into a library file (R99).
 
         Second, the rows of its make steps whose intent found the path empty (``dst_before``) and
         whose outcome does not say what they made: killed between the intent and its outcome row,
@@ -2182,11 +2189,11 @@ class Executor:
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
-        steps = (step for g in self._groups for step in g.steps)
+        steps = ((g.group_id, step) for g in self._groups for step in g.steps)
         others = {
             _norm(step.dst)
-            for seq, step in enumerate(steps)
-            if seq not in st.seqs and isinstance(step, (Link, MkEmpty))
+            for seq, (gid, step) in enumerate(steps)
+            if seq not in st.seqs and isinstance(step, (Link, MkEmpty)) and self._states.get(gid) in _HOLDING
         }
         mine = [
             r

@@ -126,6 +126,27 @@ def _no_library_link_left(w, lib) -> None:
     assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
 
 
+def test_a_cross_seed_whose_repair_failed_in_the_run_counts_again(world):  # noqa: F811
+    """R99 F1: H1's repair failed first (its recheck ended at 50 %, H1 left stopped there). Taken for
+    a twin still, as the plan said, H2's repair went on and left the library's inodes under H1:
+    one start and H1 downloads its missing pieces into the library files. Its group ended without
+    success: H1 counts as any torrent at that path, and its own links go with its failure, not kept
+    for H2's repair still to run."""
+    w = world
+    lib = _twins(w)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    g1, g2 = (g.group_id for g in plan.groups)
+    summary = w.executor(hook=_fails_first(w, g1, g2)).apply(plan)
+    assert not summary.groups_done and list(summary.groups_failed) == [g1, g2], summary.groups
+    _refused_once(
+        summary.groups_failed[g2], os.path.join(w.seed_s, MOVIE), f"({H1[:8]} on qbt), not settled (stoppedDL, 50%)"
+    )
+    assert "the 3 file(s) it linked or made were removed" in summary.groups_failed[g1]
+    _no_library_link_left(w, lib)
+    assert all(h == H1 for _call, h, *_ in w.qbt.calls)  # H2 untouched: still missingFiles
+    assert w.qbt.t[H2].transient == "missingFiles"
+
+
 def test_a_resumed_run_takes_the_twin_groups_ended_from_its_journal(world, monkeypatch):  # noqa: F811
     """R99 F1 on resume: the twins were rebuilt from the journaled plan, ended groups included. H1's
     group busy in the first attempt (another process held it): H2's repair, before, took H1 for
