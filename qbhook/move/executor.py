@@ -70,7 +70,7 @@ from qbhook.catalog import library_links
 from qbhook.catalog.identity import components
 from qbhook.catalog.store import CarryProof
 from qbhook.catalog.torrents import TorrentIndex, skipped_files_known
-from qbhook.clients.model import MISSING_FILES_STATE
+from qbhook.clients.model import MISSING_FILES_STATE, TorrentFile
 from qbhook.decide import converge
 from qbhook.decide.explain import VIEW_CHANGED  # in a backstop-stopped group's reason (status, explain)
 from qbhook.decide.facts import (
@@ -376,20 +376,70 @@ class ClientsByName(Protocol):
 # The actions that make a view at a destination and delete its source after: asked again before
 # their first delete, during the deletes and at their end (``Executor._check_no_writer``).
 _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
+# A group's states in a run once it ended, done or not (``Executor._states``): a repair's twin in
+# such a group is not its own any more (``Executor._repair_twins``).
+_ENDED = frozenset({GroupStatus.DONE, GroupStatus.FAILED, GroupStatus.ROLLED_BACK, GroupStatus.BUSY})
+# A group's states in a run in which the files it makes are its own (``Executor._repair_made``):
+# done (seeding on them), or begun and not ended (a resumed run's, to carry on).
+_HOLDING = frozenset({GroupStatus.DONE, GroupStatus.RUNNING})
 # Every action that makes files at a destination, asked before its first make (``_check_write_places``):
 # a repair links catalog copies (a library file's inode, another payload's) under its torrent.
 _VIEW_MAKERS = (*_VIEW_MOVES, Action.REPAIR)
 
 
-def _repair_views(groups: Iterable[GroupPlan]) -> dict[str, dict[tuple[str, str], tuple[int, str | None]]]:
-    """Every repair group's view files of a plan: path -> {(client, hash): (size, BLAKE3)}
+class _RepairView(NamedTuple):
+    """One file of a repair group's view, as the plan verifies it (``_repair_views``)."""
+
+    size: int
+    blake3: str | None
+    group_id: str  # the repair group whose view it is
+
+
+def _repair_views(groups: Iterable[GroupPlan]) -> dict[str, dict[tuple[str, str], _RepairView]]:
+    """Every repair group's view files of a plan: path -> {(client, hash): its view file there}
     (``Executor._repair_twins``). Built once a run: a lost disk is thousands of repairs."""
-    out: dict[str, dict[tuple[str, str], tuple[int, str | None]]] = {}
-    views = (s for g in groups if g.action == Action.REPAIR for s in g.steps if isinstance(s, VerifyView))
-    for s in views:
-        for f in s.files:
-            out.setdefault(_norm(f.path), {})[(s.instance, s.torrent)] = (f.size, f.blake3)
+    out: dict[str, dict[tuple[str, str], _RepairView]] = {}
+    for g in groups:
+        if g.action != Action.REPAIR:
+            continue
+        for s in g.steps:
+            if isinstance(s, VerifyView):
+                for f in s.files:
+                    out.setdefault(_norm(f.path), {})[(s.instance, s.torrent)] = _RepairView(
+                        f.size, f.blake3, g.group_id
+                    )
     return out
+
+
+class _FilesAsked:
+    """One live look's file lists (``Executor._live_writer``): each torrent's asked of its client at
+    most once, whoever asks (the twins' check, then each pass of ``converge.live_writers``)."""
+
+    def __init__(self, clients: Mapping[str, ClientPort]):
+        self._clients = clients
+        self._got: dict[tuple[str, str], tuple[list[TorrentFile], list[tuple[str, int]]] | None] = {}
+
+    def listed(self, t) -> list[TorrentFile] | None:
+        """Torrent ``t``'s files as its client lists them now; None: no answer."""
+        got = self._ask(t)
+        return None if got is None else got[0]
+
+    def __call__(self, t) -> list[tuple[str, int]] | None:
+        """``converge.live_writers``' ``files_of``: (name, priority) of each file; None: no answer
+        (its folder counts: ``converge.write_places``)."""
+        got = self._ask(t)
+        return None if got is None else got[1]
+
+    def _ask(self, t) -> tuple[list[TorrentFile], list[tuple[str, int]]] | None:
+        key = (t.instance, t.hash)
+        if key not in self._got:
+            c = self._clients.get(t.instance)
+            try:
+                files = None if c is None else list(c.files(t.hash))
+            except QbhookError:
+                files = None
+            self._got[key] = None if files is None else (files, [(f.name, f.priority) for f in files])
+        return self._got[key]
 
 
 class _Writers(NamedTuple):
@@ -977,7 +1027,12 @@ class Executor:
         self._planned_at = 0.0
         self._groups: list[GroupPlan] = []  # the running plan's, for a failed repair's undo (``_repair_made``)
         # The running plan's repair views by path, built on a repair's first write-place check (``_repair_twins``).
-        self._repair_views: dict[str, dict[tuple[str, str], tuple[int, str | None]]] | None = None
+        self._repair_views: dict[str, dict[tuple[str, str], _RepairView]] | None = None
+        # The running plan's groups' states in this run (``_states_before``, then each outcome as it
+        # comes; none: not begun): a repair's twin is its own only while its group has not ended
+        # (``_repair_twins``), and a failed repair keeps only the files a group holding them uses
+        # (``_repair_made``).
+        self._states: dict[str, str] = {}
         # The run's last walk for library symlinks: (when it started, what it found, or why it
         # could not finish), shared by its groups while younger than the cadence (``_library_walk``).
         self._walked: tuple[float, library_links.LibraryLinks | LibraryLinksUnseen] | None = None
@@ -1114,14 +1169,17 @@ class Executor:
         self._planned_at = plan.created_at
         self._groups = plan.groups
         self._repair_views = None
+        self._states = self._states_before(run_id, rows)
         self._walked = None  # a run walks afresh: the last run's walk saw an older world
         try:
             for unit in _units(plan.groups):
                 if isinstance(unit, _Batch):
-                    summary.groups.extend(self._converge_batch(run_id, unit, rows))
+                    outcomes = self._converge_batch(run_id, unit, rows)
                 else:
                     g, numbered = unit
-                    summary.groups.append(self._group(run_id, g, numbered, rows))
+                    outcomes = [self._group(run_id, g, numbered, rows)]
+                summary.groups.extend(outcomes)
+                self._note_states(outcomes)
         except (KeyboardInterrupt, SystemExit, ChildFailed):
             # A converge batch's child failing leaves its steps intended, as a crash would.
             summary.status = RunStatus.INTERRUPTED
@@ -1135,6 +1193,22 @@ class Executor:
         if self.cfg.policy.grace_period > 0:
             self._purge_holding()
         return summary
+
+    def _states_before(self, run_id: int, rows: Mapping[int, StepRow]) -> dict[str, str]:
+        """The states of run ``run_id``'s groups a resumed run finds (``_states``): as journaled in
+        it, and failed where a step failed (killed while it closed: only its rollback is left, and
+        it ended without success). A fresh run has none."""
+        states = self.journal.group_states(run_id)
+        states.update((r.group_id, GroupStatus.FAILED) for r in rows.values() if r.status == StepStatus.FAILED)
+        return states
+
+    def _note_states(self, outcomes: Iterable[GroupOutcome]) -> None:
+        """Each group's outcome as its state in this run (``_states``). Busy (another process held its
+        lock) it did not run now: not begun, or, begun in an earlier attempt, still holding what
+        it made (its run stays open for it)."""
+        for o in outcomes:
+            if o.status != GroupStatus.BUSY or self._states.get(o.group_id) != GroupStatus.RUNNING:
+                self._states[o.group_id] = o.status
 
     def _purge_holding(self) -> None:
         """Purge the held links whose grace period is over (``orphans.purge_held``: only those the
@@ -1369,10 +1443,11 @@ class Executor:
         or moving. Its destinations are the files it makes and, for a move, the view's files it
         reuses in place (its only copy there once the old links go; a repair deletes nothing, and
         what it finds in place stays what it was). A repair's own are also the torrents the run
-        repairs onto the same content at one of its paths, there only (``_repair_twins``). The one
-        home of the live check: before the first make (``_check_write_places``, which counts every
-        writer), before the first delete, during the deletes and after them (``_check_no_writer``).
-        A file list a client does not give leaves the torrent's folder counting.
+        repairs onto the same content at one of its paths, there only and while their repair is
+        to come and they are as planned (``_repair_twins``). The one home of the live check: before
+        the first make (``_check_write_places``, which counts every writer), before the first
+        delete, during the deletes and after them (``_check_no_writer``). A file list a client does
+        not give leaves the torrent's folder counting.
 
         One look gives both verdicts: the first writer (a lazy pass, stopping there), then, only if
         it is checking or moving and ``settled_too``, whether a torrent neither checking nor moving
@@ -1391,27 +1466,15 @@ class Executor:
         if g.action != Action.REPAIR:
             dsts += [f.path for s in g.steps if isinstance(s, VerifyView) for f in s.files]  # a reused file too
         pairs = set(zip(g.instances, g.torrents, strict=False)) if g.instances else None
-        clients = {c.name: c for c in _every_client(self.ctx.clients)}
-
-        asked: dict[tuple[str, str], list[tuple[str, int]] | None] = {}
-
-        def files_of(t) -> list[tuple[str, int]] | None:
-            key = (t.instance, t.hash)
-            if key not in asked:  # once a look: the second pass may meet a torrent the first asked
-                c = clients.get(t.instance)
-                try:
-                    asked[key] = None if c is None else [(f.name, f.priority) for f in c.files(t.hash)]
-                except QbhookError:
-                    asked[key] = None  # its folder counts (``converge.write_places``)
-            return asked[key]
-
+        # once a look: the twins' check and the second pass may meet a torrent the first asked
+        files_of = _FilesAsked({c.name: c for c in _every_client(self.ctx.clients)})
         others = [
             t
             for got in listed.values()
             for t in got
             if ((t.instance, t.hash) not in pairs if pairs is not None else t.hash not in g.torrents)
         ]
-        known, twins = skipped_files_known(self.catalog.conn), self._repair_twins(g)
+        known, twins = skipped_files_known(self.catalog.conn), self._repair_twins(g, others, files_of)
         first = next(_writers(others, dsts, twins, known, files_of), None)
         if first is None or not (first[2].is_checking or first[2].is_moving) or not settled_too:
             return _Writers(first and first[:2], only_transient=False)
@@ -1419,27 +1482,45 @@ class Executor:
         other = next(_writers(settled, dsts, twins, known, files_of), None)
         return _Writers(first[:2], only_transient=other is None)
 
-    def _repair_twins(self, g: GroupPlan) -> dict[tuple[str, str], set[str]]:
-        """(client, hash) -> the paths of repair ``g``'s view where another repair group of the running
-        plan verifies the same content (size, BLAKE3): a cross-seed lost with it at the same save
-        path, whose own repair puts the same file there. There it is ``g``'s own, as a move group's
-        cross-seeds are (``_live_writer``): each is "not settled" (missingFiles, 0 %) at the other's
-        paths, and taken for strangers the two repairs refused each other every run; its pieces there
-        hash to that content. Where its content differs, at a file it skips (in no view), or left
-        out of the run (``qbhook repair HASH``), it still counts. Empty for a move."""
+    def _repair_twins(self, g: GroupPlan, others: list, files_of: _FilesAsked) -> dict[tuple[str, str], set[str]]:
+        """(client, hash) -> the paths of repair ``g``'s view where a torrent of ``others`` (listed
+        live) is ``g``'s own, as a move group's cross-seeds are (``_live_writer``): a cross-seed lost
+        with it at the same save path, whose own repair group in the running plan verifies the same
+        content (size, BLAKE3) there and puts the same file there. Each is "not settled"
+        (missingFiles, 0 %) at the other's paths, and taken for strangers the two repairs refused
+        each other every run; its pieces there hash to that content.
+
+        Only while that is still so, read now, not from the plan (R99): its group has not ended in
+        this run (``_states``: one that failed left it stopped under 100 %, on these very files; one
+        done left it settled, judged as any torrent), it writes nothing (``QUIET_STATES``, which
+        its own repair needs too), and its file list as its client gives it now (``files_of``,
+        asked once a look) has a wanted file of the planned size at the path (a file renamed
+        since onto it is another). Where any of that fails, its content differs, at a file it
+        skips (in no view), or left out of the run (``qbhook repair HASH``), it still counts.
+        Empty for a move."""
         if g.action != Action.REPAIR:
             return {}
         if self._repair_views is None:
             self._repair_views = _repair_views(self._groups)
-        out: dict[tuple[str, str], set[str]] = {}
+        planned: dict[tuple[str, str], dict[str, int]] = {}  # who -> {path: the size its view has there}
         for s in g.steps:
             if not isinstance(s, VerifyView):
                 continue
             for f in s.files:
                 path = _norm(f.path)
-                for who, content in self._repair_views.get(path, {}).items():
-                    if who != (s.instance, s.torrent) and content == (f.size, f.blake3):
-                        out.setdefault(who, set()).add(path)
+                for who, v in self._repair_views.get(path, {}).items():
+                    same = who != (s.instance, s.torrent) and (v.size, v.blake3) == (f.size, f.blake3)
+                    if same and self._states.get(v.group_id) not in _ENDED:
+                        planned.setdefault(who, {})[path] = v.size
+        out: dict[tuple[str, str], set[str]] = {}
+        for t in others:
+            want = planned.get((t.instance, t.hash))
+            if not want or t.state not in QUIET_STATES or not t.save_path:
+                continue
+            now = {_norm(os.path.join(t.save_path, f.name)): f for f in files_of.listed(t) or ()}
+            same = {p for p, size in want.items() if (f := now.get(p)) is not None and f.size == size and f.priority}
+            if same:
+                out[(t.instance, t.hash)] = same
         return out
 
     def _check_room(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
@@ -2136,7 +2217,10 @@ class Executor:
         file found there (``present``, or ``already``: the same inode was at the path before the
         step, e.g. linked by a cross-seeding torrent's repair group at the same save path, which
         may be seeding on it now). Only rows of this group's own plan steps, and never a path a
-        make step of another group of this run targets.
+        make step of another group of this run targets while that group holds it (``_HOLDING``). One
+        still to run makes its own again if it may, one that ended without success left it: kept for
+        them, the files stayed under this failed repair's torrent, stopped under 100 %, one start
+        from downloading into a library file (R99).
 
         Second, the rows of its make steps whose intent found the path empty (``dst_before``) and
         whose outcome does not say what they made: killed between the intent and its outcome row,
@@ -2146,11 +2230,11 @@ class Executor:
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
-        steps = (step for g in self._groups for step in g.steps)
+        steps = ((g.group_id, step) for g in self._groups for step in g.steps)
         others = {
             _norm(step.dst)
-            for seq, step in enumerate(steps)
-            if seq not in st.seqs and isinstance(step, (Link, MkEmpty))
+            for seq, (gid, step) in enumerate(steps)
+            if seq not in st.seqs and isinstance(step, (Link, MkEmpty)) and self._states.get(gid) in _HOLDING
         }
         mine = [
             r

@@ -980,6 +980,10 @@ class Journal:
         r = self.conn.execute("SELECT status, reason FROM group_state WHERE group_id=?", (group_id,)).fetchone()
         return (r[0], r[1]) if r else None
 
+    def group_states(self, run: int) -> dict[str, str]:
+        """group id -> status of the groups whose last journaled state is run ``run``'s."""
+        return dict(self.conn.execute("SELECT group_id, status FROM group_state WHERE run=?", (run,)).fetchall())
+
     @staticmethod
     def _run(r) -> RunRow:
         return RunRow(

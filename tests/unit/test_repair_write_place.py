@@ -7,8 +7,10 @@ library file or the other payload's last copy. The repair planner reads no other
 executor asks the clients right before the repair's first make, as it does for a move
 (``Executor._check_write_places``, ``converge.live_writer``): refused in one line, nothing made,
 the torrent untouched. Only its own torrent and the torrents the same run repairs onto the same
-content at the same path (a cross-seed lost with it) are its own there. The "refused" tests fail
-on the code before the check (the parent linked the file)."""
+content at the same path (a cross-seed lost with it) are its own there, and those only while
+their repair is still to come and they are as planned, read live: missing their files, that file
+of theirs at the path (R99). The "refused" tests fail on the code before the check (the parent
+linked the file)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import pytest
 
 from qbhook.catalog.indexer import sync_client
 from qbhook.decide.plan import VerifyView
-from tests.unit.test_executor import FILES, H1, H2, FakeTorrent, world  # noqa: F401  (fixture)
+from qbhook.move.locks import group_lock
+from tests.unit.test_executor import FILES, H1, H2, Crash, FakeTorrent, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
 from tests.unit.test_repair_executor import _delete_seed_files, _lose_files, _missing_pair, _plan
 from tests.unit.test_write_place_live import WRITE_PLACE, _live
@@ -102,6 +105,114 @@ def test_a_cross_seed_the_run_repairs_onto_other_content_there_still_counts(worl
     assert first.group_id == plan.groups[0].group_id
     _refused_once(first.reason, os.path.join(w.seed_s, MOVIE), f"({H2[:8]} on qbt)")
     _nothing_made(w)
+
+
+def _fails_first(w, g1: str, g2: str):
+    """A hook: ``g1``'s recheck ends at 50 % (its group fails, its torrent left stopped under 100 %);
+    ``g2``'s, if it gets there, at 100 %."""
+
+    def hook(point, gid, _seq, step):
+        if point == "before" and step.kind == "repair":
+            if gid == g1:
+                w.qbt.fail_at[w.seed_s] = 0.5
+            elif gid == g2:
+                w.qbt.fail_at.pop(w.seed_s, None)
+
+    return hook
+
+
+def _no_library_link_left(w, lib) -> None:
+    _nothing_made(w)
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+
+
+def test_a_cross_seed_whose_repair_failed_in_the_run_counts_again(world):  # noqa: F811
+    """R99 F1: H1's repair failed first (its recheck ended at 50 %, H1 left stopped there). Taken for
+    a twin still, as the plan said, H2's repair went on and left the library's inodes under H1:
+    one start and H1 downloads its missing pieces into the library files. Its group ended without
+    success: H1 counts as any torrent at that path, and its own links go with its failure, not kept
+    for H2's repair still to run."""
+    w = world
+    lib = _twins(w)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    g1, g2 = (g.group_id for g in plan.groups)
+    summary = w.executor(hook=_fails_first(w, g1, g2)).apply(plan)
+    assert not summary.groups_done and list(summary.groups_failed) == [g1, g2], summary.groups
+    _refused_once(
+        summary.groups_failed[g2], os.path.join(w.seed_s, MOVIE), f"({H1[:8]} on qbt), not settled (stoppedDL, 50%)"
+    )
+    assert "the 3 file(s) it linked or made were removed" in summary.groups_failed[g1]
+    _no_library_link_left(w, lib)
+    assert all(h == H1 for _call, h, *_ in w.qbt.calls)  # H2 untouched: still missingFiles
+    assert w.qbt.t[H2].transient == "missingFiles"
+
+
+def test_a_resumed_run_takes_the_twin_groups_ended_from_its_journal(world, monkeypatch):  # noqa: F811
+    """R99 F1 on resume: the twins were rebuilt from the journaled plan, ended groups included. H1's
+    group busy in the first attempt (another process held it): H2's repair, before, took H1 for
+    its twin, linked, failed its recheck at 50 % and kept the links for H1's repair still to come.
+    Killed before the run closed; resumed, H1's repair took H2 (stopped at 50 % on the library's
+    inodes) for its twin too, and carried on. Now H1, its repair not run, counts for H2's; H2,
+    whose group the journal says ended in this run (not replayed before H1's: it comes later in
+    the plan), counts for H1's."""
+    w = world
+    lib = _twins(w)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    g1, g2 = (g.group_id for g in plan.groups)
+
+    def killed(*_a, **_k):
+        raise Crash
+
+    monkeypatch.setattr(w.journal, "finish_run", killed)
+    with group_lock(w.cfg, g1), pytest.raises(Crash):
+        w.executor(hook=_fails_first(w, g2, g1), group_lock_wait=0.5).apply(plan)
+    monkeypatch.undo()
+    assert w.journal.group_status(g2)[0] == "failed" and w.journal.group_status(g1) is None
+    (run,) = w.executor(hook=_fails_first(w, g2, g1)).resume()
+    assert not run.groups_done and list(run.groups_failed) == [g1, g2], run.groups
+    _refused_once(run.groups_failed[g1], os.path.join(w.seed_s, MOVIE), f"({H2[:8]} on qbt), not settled")
+    _no_library_link_left(w, lib)
+
+
+def _renamed(t) -> None:
+    (m, ms, mp), (srt, ss, sp), *rest = t.files
+    t.files = [(srt, ms, mp), (m, ss, sp), *rest]  # its subtitle now sits at the movie's path (and back)
+
+
+def _skipped(t) -> None:
+    (m, ms, _mp), *rest = t.files
+    t.files = [(m, ms, 0), *rest]  # a file it skips there: partial pieces, written into what is there
+
+
+def _started(t) -> None:
+    t.transient = None  # started since: downloading (0 %), not missing its files
+
+
+@pytest.mark.parametrize(
+    "since, who",
+    [
+        (_renamed, "not settled (missingFiles, 0%)"),
+        (_skipped, "not settled (missingFiles, 0%)"),
+        (_started, "not settled (downloading, 0%)"),
+    ],
+    ids=["renamed", "skipped", "started"],
+)
+def test_a_cross_seed_no_longer_as_planned_counts(world, since, who):  # noqa: F811
+    """R99 F2: the twin was read from the saved plan alone. H2's file renamed in qBittorrent since
+    (another of its files now at the path), skipped since, or H2 started: H1's repair linked the
+    library's movie where H2 writes what it takes for another file, partial pieces, or downloads.
+    Its live state decides: refused, nothing made (then H2's repair refuses H1, missing its files
+    and no twin once H1's group failed)."""
+    w = world
+    lib = _twins(w)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    since(w.qbt.t[H2])
+    summary = w.executor().apply(plan)
+    assert not summary.groups_done, summary.groups
+    first = summary.groups[0]
+    assert first.group_id == plan.groups[0].group_id
+    _refused_once(first.reason, os.path.join(w.seed_s, MOVIE), f"({H2[:8]} on qbt), {who}")
+    _no_library_link_left(w, lib)
 
 
 def test_a_cross_seed_left_out_of_the_run_still_counts(world):  # noqa: F811
