@@ -381,7 +381,6 @@ _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
 _ENDED = frozenset({GroupStatus.DONE, GroupStatus.FAILED, GroupStatus.ROLLED_BACK, GroupStatus.BUSY})
 # A group's states in a run in which the files it makes are its own (``Executor._repair_made``):
 # done (seeding on them), or begun and not ended (a resumed run's, to carry on).
-_HOLDING = frozenset({GroupStatus.DONE, GroupStatus.RUNNING})
 # Every action that makes files at a destination, asked before its first make (``_check_write_places``):
 # a repair links catalog copies (a library file's inode, another payload's) under its torrent.
 _VIEW_MAKERS = (*_VIEW_MOVES, Action.REPAIR)
@@ -1206,8 +1205,8 @@ class Executor:
         """Each group's outcome as its state in this run (``_states``). Busy (another process held its
         lock) it did not run now: not begun, or, begun in an earlier attempt, still holding what
         it made (its run stays open for it)."""
-        for o in outcomes:
-            if o.status != GroupStatus.BUSY or self._states.get(o.group_id) != GroupStatus.RUNNING:
+        for o in outcomes:  # busy keeps what the journal said (R102: a done group's links were taken back)
+            if o.status != GroupStatus.BUSY or o.group_id not in self._states:
                 self._states[o.group_id] = o.status
 
     def _purge_holding(self) -> None:
@@ -1373,11 +1372,16 @@ class Executor:
         (its source links are intact). Once deletes began nothing comes back, as for a newcomer or
         a library symlink found then: the rest of the old links are kept (a second copy of what
         they hold) and the group fails for good, the writer named, so a person keeps that torrent
-        off the file before it is wanted. A torrent checking or moving there is waited for as
-        before the first delete (``_transients_ended``)."""
+        off the file before it is wanted. A torrent checking or moving there is waited for before
+        the first delete (``_transients_ended``); once deletes began the group pauses for it as for
+        a newcomer still checking (``_NotSettled``: resume looks again): a wait there ran the next
+        unlink on newcomer and placement looks as old as the wait (R101), and a check longer than
+        the budget failed the group for good though it ends by itself (R101)."""
         if st.plan.action not in _VIEW_MOVES:
             return
         look = self._live_writer(st.plan, listed)
+        if look.only_transient and st.deletes_started:
+            raise _NotSettled(f"{write_place_reason(*look.found)}; waiting for its check or move to end")
         found = self._transients_ended(st) if look.only_transient else look.found
         if found is None:
             return
@@ -1399,8 +1403,11 @@ class Executor:
         client a group, skipped as the first delete's look is (``_look_due``) when the last look is
         under ``_REREAD_S`` old: a sweep's small groups pay none. Found, the group fails as a look
         during the deletes fails it (``_stop_after_deletes``): told in its outcome, history, status
-        and the run's notification; a client that does not answer pauses it, and resume asks again."""
-        if not st.deletes_started or st.plan.action not in _VIEW_MOVES:
+        and the run's notification; a client that does not answer pauses it, and resume asks again.
+        Not taken when no delete ran in this attempt (no newcomer look, ``newcomers_at`` None: a
+        resume replaying a group an earlier attempt ended): a writer come since is a later world's,
+        and the group's verdict stays the one journaled (R101)."""
+        if not st.deletes_started or st.plan.action not in _VIEW_MOVES or st.newcomers_at is None:
             return
         if not _look_due(st.newcomers_at, self.ctx.clock(), deletes_started=False):
             return
@@ -1409,7 +1416,7 @@ class Executor:
         except QbhookError as e:
             reason = f"after the deletes: {e}"
             self.log.warning("group %s: %s", st.plan.group_id, reason)
-            st.passing, st.settling = _passing(e), False
+            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
             self._fail(st, reason)
             raise _Failure(reason) from e
 
@@ -2217,10 +2224,11 @@ class Executor:
         file found there (``present``, or ``already``: the same inode was at the path before the
         step, e.g. linked by a cross-seeding torrent's repair group at the same save path, which
         may be seeding on it now). Only rows of this group's own plan steps, and never a path a
-        make step of another group of this run targets while that group holds it (``_HOLDING``). One
-        still to run makes its own again if it may, one that ended without success left it: kept for
-        them, the files stayed under this failed repair's torrent, stopped under 100 %, one start
-        from downloading into a library file (R99).
+        make step of another group of this run targets while that group holds it: done, or begun
+        and its own make step there done (R102: begun alone held paths it never linked, for a group
+        that then failed or was busy). One still to run makes its own again if it may, one that
+        ended without success left it: kept for them, the files stayed under this failed repair's
+        torrent, stopped under 100 %, one start from downloading into a library file (R99).
 
         Second, the rows of its make steps whose intent found the path empty (``dst_before``) and
         whose outcome does not say what they made: killed between the intent and its outcome row,
@@ -2230,15 +2238,24 @@ class Executor:
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
+        rows = self.journal.steps(st.run_id)
+        made_by = {
+            (r.group_id, _norm(r.args.get("dst"))) for r in rows if r.kind in ours and r.status == StepStatus.DONE
+        }
         steps = ((g.group_id, step) for g in self._groups for step in g.steps)
         others = {
             _norm(step.dst)
             for seq, (gid, step) in enumerate(steps)
-            if seq not in st.seqs and isinstance(step, (Link, MkEmpty)) and self._states.get(gid) in _HOLDING
+            if seq not in st.seqs
+            and isinstance(step, (Link, MkEmpty))
+            and (
+                self._states.get(gid) == GroupStatus.DONE
+                or (self._states.get(gid) == GroupStatus.RUNNING and (gid, _norm(step.dst)) in made_by)
+            )
         }
         mine = [
             r
-            for r in reversed(self.journal.steps(st.run_id))
+            for r in reversed(rows)
             if r.group_id == st.plan.group_id
             and r.seq in st.seqs
             and r.kind in ours
@@ -2451,9 +2468,10 @@ class Executor:
         kept = self._kept_old_links(st)
         if st.passing:
             o.needs_attention = o.paused = True
+            then = "looks again" if kept == _NONE_KEPT else "finishes the deletes"  # R101: none left to finish
             o.reason = (
                 f"{reason} (after deletes began: paused at the verified new place, {kept}; "
-                "qbhook resume finishes the deletes once this passes)"
+                f"qbhook resume {then} once this passes)"
             )
         elif kept == _NONE_KEPT:  # the look after the last delete: no orphan to list
             o.reason = f"{reason} (after deletes began; torrents stay at their verified new place; {kept})"
