@@ -1404,10 +1404,11 @@ class Executor:
         under ``_REREAD_S`` old: a sweep's small groups pay none. Found, the group fails as a look
         during the deletes fails it (``_stop_after_deletes``): told in its outcome, history, status
         and the run's notification; a client that does not answer pauses it, and resume asks again.
-        Not taken when no delete ran in this attempt (no newcomer look, ``newcomers_at`` None: a
-        resume replaying a group an earlier attempt ended): a writer come since is a later world's,
-        and the group's verdict stays the one journaled (R101)."""
-        if not st.deletes_started or st.plan.action not in _VIEW_MOVES or st.newcomers_at is None:
+        Not taken for a group an earlier attempt ended done (a resume replays it): a writer come
+        since is a later world's, and the verdict stays the one journaled (R101). Any other resume
+        takes it: one paused by this look, one killed after its last delete (R103)."""
+        done_before = self._states.get(st.plan.group_id) == GroupStatus.DONE
+        if not st.deletes_started or st.plan.action not in _VIEW_MOVES or done_before:
             return
         if not _look_due(st.newcomers_at, self.ctx.clock(), deletes_started=False):
             return
@@ -2225,10 +2226,12 @@ class Executor:
         step, e.g. linked by a cross-seeding torrent's repair group at the same save path, which
         may be seeding on it now). Only rows of this group's own plan steps, and never a path a
         make step of another group of this run targets while that group holds it: done, or begun
-        and its own make step there done (R102: begun alone held paths it never linked, for a group
-        that then failed or was busy). One still to run makes its own again if it may, one that
-        ended without success left it: kept for them, the files stayed under this failed repair's
-        torrent, stopped under 100 %, one start from downloading into a library file (R99).
+        and its own make step there done, having made it (R102: begun alone held paths it never
+        linked, for a group that then failed or was busy; R103: nor one whose step found this
+        repair's link there, which its own undo then leaves too). One still to run makes its own
+        again if it may, one that ended without success left it: kept for them, the files stayed
+        under this failed repair's torrent, stopped under 100 %, one start from downloading into a
+        library file (R99).
 
         Second, the rows of its make steps whose intent found the path empty (``dst_before``) and
         whose outcome does not say what they made: killed between the intent and its outcome row,
@@ -2239,8 +2242,11 @@ class Executor:
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
         rows = self.journal.steps(st.run_id)
+        # A begun group's own make, not one that found this repair's link there ("already", R103).
         made_by = {
-            (r.group_id, _norm(r.args.get("dst"))) for r in rows if r.kind in ours and r.status == StepStatus.DONE
+            (r.group_id, _norm(r.args.get("dst")))
+            for r in rows
+            if r.kind in ours and r.status == StepStatus.DONE and (r.result or {}).get("status") in ours[r.kind]
         }
         steps = ((g.group_id, step) for g in self._groups for step in g.steps)
         others = {

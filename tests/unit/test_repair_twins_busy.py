@@ -137,3 +137,33 @@ def test_cost_file_lists_once_a_look(world, monkeypatch):  # noqa: F811
     monkeypatch.setattr(Executor, "_live_writer", look)
     w.executor().apply(plan)
     assert max(asked.values()) == 1
+
+
+def test_two_twins_failing_after_interleaved_attempts_leave_no_library_link(world):  # noqa: F811
+    """R103 F2: gA linked and was killed; gA busy, gB's links found gA's ("already") and gB was
+    killed; then both rechecks ended at 50 %. gA kept its links for gB (begun, its step done) and
+    gB's undo leaves "already" rows: the library's inodes stayed under both stopped torrents."""
+    from tests.unit.test_repair_executor import _missing_pair
+    from tests.unit.test_repair_write_place import _twins
+
+    w = world
+    lib = _twins(w)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    ga, gb = (g.group_id for g in plan.groups)
+    kill = {"gid": ga}
+
+    def hook(point, gid, _seq, step):
+        if point == "before" and step.kind == "repair":
+            if gid == kill["gid"]:
+                raise Crash
+            w.qbt.fail_at[w.seed_s] = 0.5  # every recheck ends at 50 %
+
+    with pytest.raises(Crash):
+        w.executor(hook=hook).apply(plan)
+    kill["gid"] = gb
+    with group_lock(w.cfg, ga), pytest.raises(Crash):
+        w.executor(hook=hook, group_lock_wait=0.5).resume()
+    kill["gid"] = None
+    (out,) = w.executor(hook=hook).resume()
+    assert [g.status for g in out.groups] == ["failed", "failed"]
+    assert all(n == 1 for n in _links(w, lib).values()), "library inodes left linked under failed repairs"

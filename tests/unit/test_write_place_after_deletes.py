@@ -151,3 +151,55 @@ def test_a_group_paused_by_its_last_look_says_resume_looks_again(world):  # noqa
     assert g.paused and g.reason.endswith("qbhook resume looks again once this passes)"), g.reason
     down["now"] = False
     assert w.executor().resume()[0].groups[0].status == "done"
+
+
+def test_a_group_paused_by_its_last_look_is_looked_at_again_by_resume(world):  # noqa: F811
+    """R103 F1: paused by the look after the last delete (a torrent checking at the new place),
+    the resume said done without looking, though the check had ended at 40 % and the torrent was
+    downloading into the group's only copy."""
+    w = world
+    q = _live(w, set())
+    plan = demote_plan(w)
+    n_del = sum(1 for s in plan.groups[0].steps if s.kind == "delete")
+    seen = {"del": 0}
+
+    def hook(point, _gid, _seq, step):
+        if point == "before" and step.kind == "delete":
+            if seen["del"] == n_del - 1:
+                w.qbt.add(
+                    FakeTorrent(E, "Movie.2020", w.seed_p, [(MOVIE, 300_000, 1)], progress=0.0, transient="checkingUP")
+                )
+            seen["del"] += 1
+        if point == "before" and step.kind == "prune_dirs":
+            w.clock.now += 5
+
+    q.torrents = lambda *a, **k: FakeQbt.torrents(q, *a, **k)
+    (g,) = w.executor(hook=hook).apply(plan).groups
+    assert g.paused, g.reason
+    e = q.t[E]
+    e.transient, e.progress = None, 0.4  # its check ended at 40 %: downloading into the group's file
+    w.clock.now += 400
+    (run,) = w.executor().resume()
+    r = run.groups[0]
+    assert r.status == "failed" and "found after the last delete" in r.reason, r.reason
+
+
+def test_a_resume_after_a_kill_past_the_last_delete_takes_the_last_look(world):  # noqa: F811
+    """R103 F1: killed after the last delete, the end look never ran in any attempt; the resume
+    (prune_dirs only) skipped it and said done with a torrent at 40 % at the new place."""
+    w = world
+    q = _live(w, set())
+    plan = demote_plan(w)
+
+    def hook(point, _gid, _seq, step):
+        if point == "before" and step.kind == "prune_dirs":
+            raise Crash()
+
+    q.torrents = lambda *a, **k: FakeQbt.torrents(q, *a, **k)
+    with pytest.raises(Crash):
+        w.executor(hook=hook).apply(plan)
+    w.qbt.add(FakeTorrent(E, "Movie.2020", w.seed_p, [(MOVIE, 300_000, 1)], progress=0.4))
+    w.clock.now += 400
+    (run,) = w.executor().resume()
+    r = run.groups[0]
+    assert r.status == "failed" and "found after the last delete" in r.reason, r.reason
