@@ -54,11 +54,12 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   guess which file was meant. With no such name (real ``?``, the item not downloaded
   yet or its data lost), it is an ordinary path, present or absent.
 * An item that does not read (that, a number rTorrent cannot report, a single file's d.name
-  that is not one path component, a d.directory that is no absolute ``..``-free path: a
-  multi-file item's ends with its unchecked ``name.utf-8``, ``_directory``) is that item's: a
-  listing raises ``UnreadableItems`` naming it and carrying the items that read (``_rows``).
-  The torrent index keeps it as not known and syncs the others; every other reader refuses
-  on it, as on any unreadable record.
+  that is not one path component, a d.directory that is no absolute ``..``-free path or, for a
+  multi-file item, no folder of its own: it is the added-to folder + its unchecked
+  ``name.utf-8``, so "." or "" names the shared folder, ``_directory``; a save path under no
+  path_map prefix, ``_unread``) is that item's: a listing raises ``UnreadableItems`` naming it
+  and carrying the items that read (``_rows``). The torrent index keeps it as not known and
+  syncs the others; every other reader refuses on it, as on any unreadable record.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
@@ -569,7 +570,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def _split(self, item: RtItem) -> tuple[str, str]:
         """(client save path, content name under it) in qBittorrent's sense."""
-        directory = _directory(self._where(item.hash), item.directory, item.is_multi_file)
+        directory = _directory(self._where(item.hash), item.directory, item.is_multi_file, item.name)
         if item.is_multi_file:
             return posixpath.dirname(directory), posixpath.basename(directory)
         return directory, item.name
@@ -592,8 +593,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
                 continue  # rTorrent's id is its v1 hash, its only one (TorrentInfo.hashes)
             try:
                 info = self._info(item, listed)
-            except UnreadableRecord as e:  # a name spelled with '?' (_spelled): this item only
-                bad[item.hash] = (e.message, {"name": item.name, "save_path": item.directory})
+            except (UnreadableRecord, PathMapError) as e:  # this item only (_unread): a name spelled with "?", ...
+                bad[item.hash] = _unread(item, e)
                 continue
             if category is not None and info.category != category:
                 continue
@@ -612,20 +613,21 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
     def files(self, any_hash: str) -> list[TorrentFile]:
         """Files, names relative to the save path (one system.multicall)."""
         h = self._resolve(any_hash)
-        multi, directory, rows = self._multicall(
+        multi, directory, name, rows = self._multicall(
             f"files of {h}",
             [
                 _mc("d.is_multi_file", h.upper()),
                 _mc("d.directory", h.upper()),
+                _mc("d.name", h.upper()),  # a multi-file d.directory is read against it (_own_folder)
                 _mc("f.multicall", h.upper(), "", *_FILE_FIELDS),
             ],
             torrent=any_hash,
         )
         # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
         # must not pass as a multi-file item, which would put every file under a folder it lacks.
-        f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
+        f = RecordFields({"d.is_multi_file": multi, "d.directory": directory, "d.name": name}, self._where(h))
         is_multi = _flag(f)("d.is_multi_file")
-        client_dir = _directory(self._where(h), f.text("d.directory"), is_multi)
+        client_dir = _directory(self._where(h), f.text("d.directory"), is_multi, f.text("d.name"))
         files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
         if any("?" in t.name for t in files):
             save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
@@ -653,8 +655,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
                 try:
                     out.append(self._with_files(it, answer[0], listed))
-                except UnreadableRecord as e:  # this item only, as a row that does not read
-                    bad[it.hash] = (e.message, {"name": it.name, "save_path": it.directory})
+                except (UnreadableRecord, PathMapError) as e:  # this item only, as a row that does not read
+                    bad[it.hash] = _unread(it, e)
         if bad:
             raise UnreadableItems(self._label, out, bad)
         return out
@@ -861,22 +863,61 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         """Nothing to release: one connection per call."""
 
 
-def _directory(where: str, value: str, multi: bool) -> str:
+def _directory(where: str, value: str, multi: bool, name: str) -> str:
     """``value``, an item's d.directory, normalized; UnreadableRecord naming the item when it is no
-    folder qbhook takes. A torrent's author can make it so: a multi-file item's d.directory ends
-    with its ``name.utf-8``, which libtorrent does not check (``..`` gives ``/data/torrents/..``).
-    Refused as a PathMapError, it failed the listing of every item of the client, and with it all
-    automation; it is that item's, as a single file's d.name of ``../x`` is (``RtItem.from_row``)."""
+    folder qbhook takes. A torrent's author can make it so: a multi-file item's d.directory is the
+    folder it was added to with its d.name appended (rTorrent's ``apply_d_directory``), and d.name
+    is ``name.utf-8`` under ``encoding.add = utf8``, which libtorrent does not check (``..`` gives
+    ``/data/torrents/..``; ``_own_folder``). Refused as a PathMapError, it failed the listing of
+    every item of the client, and with it all automation; it is that item's, as a single file's
+    d.name of ``../x`` is (``RtItem.from_row``). ``name``: the item's d.name."""
     why = refusal(value)
-    if why is None and multi and normalize(value) == "/":
-        why = "a multi-file item's content folder cannot be /"
+    if why is None and multi:
+        why = _own_folder(value, name)
     if why is not None:
         raise UnreadableRecord(f"{where}: unreadable record: d.directory = {shown(value, 80)} ({why})")
     return normalize(value)
 
 
+def _own_folder(directory: str, name: str) -> str | None:
+    """Why ``directory``, a multi-file item's d.directory, is not a folder of the item's own (its
+    content folder, whose parent is its save path), or None when it may be.
+
+    rTorrent makes it the folder the item was added to + "/" + d.name, and libtorrent's
+    ``FileList::set_root_dir`` strips the trailing '/': a d.name of "" or "/" leaves the folder
+    it was added to (``/downloads``), one of "." gives ``/downloads/.``, one of ``a/b`` a folder
+    below ``a``. Taken as read, the item's save path was the parent of the shared download folder
+    (or /), outside the path map (a PathMapError that failed the whole listing, R100) or, mapped,
+    a content folder holding every other torrent's data. A d.directory named otherwise than its
+    d.name is not refused: ``d.directory_base.set`` puts an item at a folder of any name (a
+    cross-seed's renamed folder, qbhook's own relocation), and that is its own."""
+    if normalize(directory) == "/":
+        return "a multi-file item's content folder cannot be /"
+    if directory.rsplit("/", 1)[-1] in ("", "."):
+        return "it ends in '/' or '/.': the folder holding the item, not a folder of its own"
+    if not is_path_component(name):
+        return (
+            f"its d.name {shown(name, 40)} is not one path component, and rTorrent appends it to the folder "
+            "the item was added to: that folder, or another, is not the item's own"
+        )
+    return None
+
+
 # item id -> (why it does not read, its name and folder as rTorrent sent them): UnreadableItems.items
 _Unreadable = dict[str, tuple[str, dict[str, Any]]]
+
+
+def _unread(item: RtItem, e: UnreadableRecord | PathMapError) -> tuple[str, dict[str, Any]]:
+    """A listed item that does not read, as ``UnreadableItems`` keeps it (``_Unreadable``).
+
+    A save path under no path_map prefix is that item's too (R100), not the listing's: the index
+    keeps a record it cannot map as not known (``map_error``) and syncs the others, as it does a
+    qBittorrent record (``catalog.indexer``), and every other reader refuses on UnreadableItems
+    as it did on the PathMapError, so no item's files are left out unseen (the reason qBittorrent's
+    ``torrents`` raises). A path_map that misses every item makes each one unreadable, the hint in
+    each line. Failing the whole listing instead stopped the index of every item of the client."""
+    why = e.message if isinstance(e, UnreadableRecord) or not e.hint else f"{e.message} ({e.hint})"
+    return why, {"name": item.name, "save_path": item.directory}
 
 
 def _row_hash(row: Any) -> str | None:
