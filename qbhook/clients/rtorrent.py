@@ -44,21 +44,25 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   (rTorrent has no tags). rTorrent knows only v1 hashes (upper-case); a v2 hash
   never names an rTorrent item.
 * A name that is not UTF-8 reaches us mangled: rTorrent's XML-RPC (0.9.8
-  ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of such a
-  string as ``?``, in d.directory, d.name and f.path alike. The path it spells is
-  not the real one (absent, or another file that has real ``?`` in its name), and the
-  real files would look unreferenced (``qbhook orphans``). A path with ``?`` where a
-  folder on its way holds a name rTorrent spells as that part, the spelled name there
-  or not, is read as an unreadable record (``_spelled``), and so are two files of one
-  item reported under one name with ``?``: the item is unreadable, named, rather than
-  guess which file was meant. With no such name (real ``?``, the item not downloaded
-  yet or its data lost), it is an ordinary path, present or absent.
+  ``object_to_xmlrpc``) sends every byte >= 0x80 and every control byte of a string
+  xmlrpc-c refuses as UTF-8 as ``?``, the whole string (d.directory, d.name, f.path:
+  each one string) with its UTF-8 parts too. The path it spells is not the real one
+  (absent, or another file that has real ``?`` in its name), and the real files would
+  look unreferenced (``qbhook orphans``). A path with ``?`` where a folder on its way
+  holds a name rTorrent could have sent as that part, the spelled name there or not, is
+  read as an unreadable record (``_spelled``), and so are two files of one item
+  reported under one name with ``?``: the item is unreadable, named, rather than guess
+  which file was meant. A name rTorrent sends as it is (UTF-8) could have been sent so
+  only when another part of the same string may not be (``_misspelled``). With no such
+  name (real ``?``, the item not downloaded yet or its data lost), it is an ordinary
+  path, present or absent.
 * An item that does not read (that, a number rTorrent cannot report, a single file's d.name
-  that is not one path component, a d.directory that is no absolute ``..``-free path: a
-  multi-file item's ends with its unchecked ``name.utf-8``, ``_directory``) is that item's: a
-  listing raises ``UnreadableItems`` naming it and carrying the items that read (``_rows``).
-  The torrent index keeps it as not known and syncs the others; every other reader refuses
-  on it, as on any unreadable record.
+  that is not one path component, a d.directory that is no absolute ``..``-free path or, for a
+  multi-file item, no folder of its own: it is the added-to folder + its unchecked
+  ``name.utf-8``, so "." or "" names the shared folder, ``_directory``; a save path under no
+  path_map prefix, ``_unread``) is that item's: a listing raises ``UnreadableItems`` naming it
+  and carrying the items that read (``_rows``). The torrent index keeps it as not known and
+  syncs the others; every other reader refuses on it, as on any unreadable record.
 * Failures: an unknown hash is UnknownTorrent; no answer on the socket is
   RtorrentUnreachable (retried a few times first: reads and our writes are
   idempotent); an answer not complete within the SCGI deadline is RtorrentTimedOut,
@@ -538,7 +542,9 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         content = posixpath.join(save, content_leaf)
         client_content = posixpath.join(client_save, content_leaf)
         key = "d.directory" if "?" in item.directory else "d.name"
-        _spelled(self._where(item.hash), key, client_content, content, listed)
+        # two strings for a single file: its folder (d.directory) and its d.name (_misspelled)
+        units = [client_content] if item.is_multi_file else [client_save, content_leaf]
+        _spelled(self._where(item.hash), key, units, content, listed)
         done = item.has_all_bytes
         return TorrentInfo(
             instance=self.name,
@@ -569,7 +575,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
 
     def _split(self, item: RtItem) -> tuple[str, str]:
         """(client save path, content name under it) in qBittorrent's sense."""
-        directory = _directory(self._where(item.hash), item.directory, item.is_multi_file)
+        directory = _directory(self._where(item.hash), item.directory, item.is_multi_file, item.name)
         if item.is_multi_file:
             return posixpath.dirname(directory), posixpath.basename(directory)
         return directory, item.name
@@ -592,8 +598,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
                 continue  # rTorrent's id is its v1 hash, its only one (TorrentInfo.hashes)
             try:
                 info = self._info(item, listed)
-            except UnreadableRecord as e:  # a name spelled with '?' (_spelled): this item only
-                bad[item.hash] = (e.message, {"name": item.name, "save_path": item.directory})
+            except (UnreadableRecord, PathMapError) as e:  # this item only (_unread): a name spelled with "?", ...
+                bad[item.hash] = _unread(item, e)
                 continue
             if category is not None and info.category != category:
                 continue
@@ -612,24 +618,25 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
     def files(self, any_hash: str) -> list[TorrentFile]:
         """Files, names relative to the save path (one system.multicall)."""
         h = self._resolve(any_hash)
-        multi, directory, rows = self._multicall(
+        multi, directory, name, rows = self._multicall(
             f"files of {h}",
             [
                 _mc("d.is_multi_file", h.upper()),
                 _mc("d.directory", h.upper()),
+                _mc("d.name", h.upper()),  # a multi-file d.directory is read against it (_own_folder)
                 _mc("f.multicall", h.upper(), "", *_FILE_FIELDS),
             ],
             torrent=any_hash,
         )
         # Read by the rules an item row is read by (RtItem.from_row): a "0" string or a list here
         # must not pass as a multi-file item, which would put every file under a folder it lacks.
-        f = RecordFields({"d.is_multi_file": multi, "d.directory": directory}, self._where(h))
+        f = RecordFields({"d.is_multi_file": multi, "d.directory": directory, "d.name": name}, self._where(h))
         is_multi = _flag(f)("d.is_multi_file")
-        client_dir = _directory(self._where(h), f.text("d.directory"), is_multi)
+        client_dir = _directory(self._where(h), f.text("d.directory"), is_multi, f.text("d.name"))
         files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
         if any("?" in t.name for t in files):
             save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
-            _spelled_files(self._where(h), save, files)
+            _spelled_files(self._where(h), save, files, folder=client_dir if is_multi else None)
         return files
 
     def torrents_with_files(self) -> list[tuple[TorrentInfo, list[TorrentFile]]]:
@@ -653,8 +660,8 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
                     raise RtorrentError(f"rTorrent {self.name!r}: list files of {it.hash}: malformed answer")
                 try:
                     out.append(self._with_files(it, answer[0], listed))
-                except UnreadableRecord as e:  # this item only, as a row that does not read
-                    bad[it.hash] = (e.message, {"name": it.name, "save_path": it.directory})
+                except (UnreadableRecord, PathMapError) as e:  # this item only, as a row that does not read
+                    bad[it.hash] = _unread(it, e)
         if bad:
             raise UnreadableItems(self._label, out, bad)
         return out
@@ -663,7 +670,9 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         info = self._info(it, listed)
         prefix = posixpath.basename(info.client_content_path) if it.is_multi_file else ""  # d.directory's own name
         files = _files(rows, prefix, self._where(it.hash))
-        _spelled_files(self._where(it.hash), info.save_path, files, listed)
+        _spelled_files(
+            self._where(it.hash), info.save_path, files, listed, info.client_content_path if it.is_multi_file else None
+        )
         return info, files
 
     def _resolve(self, any_hash: str) -> str:
@@ -861,22 +870,61 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         """Nothing to release: one connection per call."""
 
 
-def _directory(where: str, value: str, multi: bool) -> str:
+def _directory(where: str, value: str, multi: bool, name: str) -> str:
     """``value``, an item's d.directory, normalized; UnreadableRecord naming the item when it is no
-    folder qbhook takes. A torrent's author can make it so: a multi-file item's d.directory ends
-    with its ``name.utf-8``, which libtorrent does not check (``..`` gives ``/data/torrents/..``).
-    Refused as a PathMapError, it failed the listing of every item of the client, and with it all
-    automation; it is that item's, as a single file's d.name of ``../x`` is (``RtItem.from_row``)."""
+    folder qbhook takes. A torrent's author can make it so: a multi-file item's d.directory is the
+    folder it was added to with its d.name appended (rTorrent's ``apply_d_directory``), and d.name
+    is ``name.utf-8`` under ``encoding.add = utf8``, which libtorrent does not check (``..`` gives
+    ``/data/torrents/..``; ``_own_folder``). Refused as a PathMapError, it failed the listing of
+    every item of the client, and with it all automation; it is that item's, as a single file's
+    d.name of ``../x`` is (``RtItem.from_row``). ``name``: the item's d.name."""
     why = refusal(value)
-    if why is None and multi and normalize(value) == "/":
-        why = "a multi-file item's content folder cannot be /"
+    if why is None and multi:
+        why = _own_folder(value, name)
     if why is not None:
         raise UnreadableRecord(f"{where}: unreadable record: d.directory = {shown(value, 80)} ({why})")
     return normalize(value)
 
 
+def _own_folder(directory: str, name: str) -> str | None:
+    """Why ``directory``, a multi-file item's d.directory, is not a folder of the item's own (its
+    content folder, whose parent is its save path), or None when it may be.
+
+    rTorrent makes it the folder the item was added to + "/" + d.name, and libtorrent's
+    ``FileList::set_root_dir`` strips the trailing '/': a d.name of "" or "/" leaves the folder
+    it was added to (``/downloads``), one of "." gives ``/downloads/.``, one of ``a/b`` a folder
+    below ``a``. Taken as read, the item's save path was the parent of the shared download folder
+    (or /), outside the path map (a PathMapError that failed the whole listing, R100) or, mapped,
+    a content folder holding every other torrent's data. A d.directory named otherwise than its
+    d.name is not refused: ``d.directory_base.set`` puts an item at a folder of any name (a
+    cross-seed's renamed folder, qbhook's own relocation), and that is its own."""
+    if normalize(directory) == "/":
+        return "a multi-file item's content folder cannot be /"
+    if directory.rsplit("/", 1)[-1] in ("", "."):
+        return "it ends in '/' or '/.': the folder holding the item, not a folder of its own"
+    if not is_path_component(name):
+        return (
+            f"its d.name {shown(name, 40)} is not one path component, and rTorrent appends it to the folder "
+            "the item was added to: that folder, or another, is not the item's own"
+        )
+    return None
+
+
 # item id -> (why it does not read, its name and folder as rTorrent sent them): UnreadableItems.items
 _Unreadable = dict[str, tuple[str, dict[str, Any]]]
+
+
+def _unread(item: RtItem, e: UnreadableRecord | PathMapError) -> tuple[str, dict[str, Any]]:
+    """A listed item that does not read, as ``UnreadableItems`` keeps it (``_Unreadable``).
+
+    A save path under no path_map prefix is that item's too (R100), not the listing's: the index
+    keeps a record it cannot map as not known (``map_error``) and syncs the others, as it does a
+    qBittorrent record (``catalog.indexer``), and every other reader refuses on UnreadableItems
+    as it did on the PathMapError, so no item's files are left out unseen (the reason qBittorrent's
+    ``torrents`` raises). A path_map that misses every item makes each one unreadable, the hint in
+    each line. Failing the whole listing instead stopped the index of every item of the client."""
+    why = e.message if isinstance(e, UnreadableRecord) or not e.hint else f"{e.message} ({e.hint})"
+    return why, {"name": item.name, "save_path": item.directory}
 
 
 def _row_hash(row: Any) -> str | None:
@@ -954,55 +1002,113 @@ def _files(rows: Any, prefix: str, where: str) -> list[TorrentFile]:
 _Listed = dict[str, dict[int, list[bytes]] | None]
 
 
-def _spelled(where: str, key: str, value: str, host_path: str, listed: dict | None = None) -> None:
-    """UnreadableRecord when ``value`` (a name rTorrent reported) has a ``?`` and a part of
-    ``host_path``, the path it spells, has a name beside it on the host that rTorrent spells the
-    same way (``_misspelled``): rTorrent sends a name that is not UTF-8 with ``?`` in place of its
-    bytes (module docstring), so the item's files may be under that name, whether or not the
-    spelling is a name there too (a real ``caf?.mkv`` beside a latin-1 ``caf\xe9.mkv``: taken as
-    read, the latin-1 one, the item's only copy, was a reclaimable orphan). A path with ``?`` that
-    is simply absent (an item added stopped, one that lost its data: what ``qbhook repair`` is
-    for) or whose ``?`` are real ones reads as any path does."""
+def _spelled(
+    where: str, key: str, units: Sequence[str], host_path: str, listed: dict | None = None, above: str = ""
+) -> None:
+    """UnreadableRecord when ``units`` (the strings rTorrent reported that spell ``host_path``'s end,
+    ``_misspelled``) have a ``?`` and a part of ``host_path`` has a name beside it on the host that
+    rTorrent could have sent so (``_misspelled``): rTorrent sends a string that is not UTF-8 with
+    ``?`` in place of its bytes (module docstring), so the item's files may be under that name,
+    whether or not the spelling is a name there too (a real ``caf?.mkv`` beside a latin-1
+    ``caf\xe9.mkv``: taken as read, the latin-1 one, the item's only copy, was a reclaimable
+    orphan). A path with ``?`` that is simply absent (an item added stopped, one that lost its data:
+    what ``qbhook repair`` is for) or whose ``?`` are real ones reads as any path does."""
+    value = "/".join(units)
     if "?" not in value:
         return
-    real = _misspelled(host_path, value, {} if listed is None else listed)
+    real = _misspelled(host_path, units, {} if listed is None else listed, above)
     if real is not None:
         raise UnreadableRecord(
-            f"{where}: unreadable record: {key} = {value!r:.80} (the host has {real!r:.80} there, a name "
-            "that is not UTF-8, which rTorrent spells with '?'; rename it to UTF-8)"
+            f"{where}: unreadable record: {key} = {value!r:.80} (the host has {real!r:.80} there, {_why_spelled(real)})"
         )
 
 
-def _misspelled(host_path: str, reported: str, listed: _Listed) -> str | None:
-    """A name on the host that rTorrent would spell as a part of ``host_path`` with ``?`` in it
+def _why_spelled(name: str) -> str:
+    """Why rTorrent may have sent ``name``, a name on the host, with ``?``: the end of a message."""
+    raw = os.fsencode(name)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a name that is not UTF-8, which rTorrent spells with '?'; rename it to UTF-8"
+    if not _sent_as_is(raw):
+        return (
+            "a UTF-8 name rTorrent's XML-RPC does not send as it is (a control character, or one past "
+            "U+FFFD), spelling it with '?'; rename it"
+        )
+    return (
+        "a UTF-8 name, which rTorrent spells with '?' too when another name of the one string it "
+        "sends is not UTF-8; rename to UTF-8 the item's names that are not"
+    )
+
+
+def _misspelled(host_path: str, units: Sequence[str], listed: _Listed, above: str = "") -> str | None:
+    """A name on the host that rTorrent could have sent as a part of ``host_path`` with ``?`` in it
     and that is not that part itself, or None when there is none.
 
-    Only the parts ``host_path`` shares at its end with ``reported`` (rTorrent's spelling of it)
-    are rTorrent's: the path map's own folders above them are not looked at. Each of them with a
-    ``?`` is, top down, an existing one too, until one is not on the host (nothing is below it).
-    ``listed`` caches each folder's names (an item's files share folders). A folder that cannot be
-    listed is unreadable: whether the item's files are there is unknown."""
+    ``units``: the strings rTorrent sent, each as one (d.directory; d.directory and a single
+    file's d.name; a multi-file item's folder name and a file's f.path), whose parts spell the end
+    of ``host_path``; ``above``: what stands before the first in its own string (the rest of
+    d.directory above a multi-file item's folder). rTorrent mangles a string as a whole
+    (0.9.8 ``object_to_xmlrpc``): when xmlrpc-c refuses it as UTF-8, every byte >= 0x80 of every
+    part becomes ``?``, of a UTF-8 part too. So a string with a character past ASCII was sent as it
+    is, its ``?`` real; and a name beside a part that rTorrent would send as it is (``_sent_as_is``)
+    is that part's real name only if another part of the same string may be the one that is not:
+    one with a ``?`` below it, or one not looked at here (``above``, the path map's own folders).
+    One above it was looked at on the way down: no name beside it is spelled so, so it is itself.
+
+    Only the parts ``host_path`` shares at its end with the units are looked at: the path map's
+    own folders above them are not rTorrent's. Each of them with a ``?`` is, top down, an existing
+    one too, until one is not on the host (nothing is below it). ``listed`` caches each folder's
+    names (an item's files share folders). A folder that cannot be listed is unreadable: whether
+    the item's files are there is unknown."""
+    said = [(u, part) for u, text in enumerate(units) for part in text.split("/")]
+    whole = [posixpath.join(above, units[0]) if above else units[0], *units[1:]]
+    mangled = [text.isascii() for text in whole]  # a mangled string is ASCII: '?' for every other byte
+    unsure = [sum("?" in part for part in text.split("/")) for text in whole]  # '?' parts not seen to be themselves
     parts = host_path.split("/")
     shared = 0
-    for host_part, said_part in zip(reversed(parts), reversed(reported.split("/")), strict=False):
+    for host_part, (_u, said_part) in zip(reversed(parts), reversed(said), strict=False):
         if host_part != said_part:
             break
         shared += 1
     for i in range(len(parts) - shared, len(parts)):
-        part = parts[i]
-        if "?" not in part:
+        u, part = said[len(said) - len(parts) + i]
+        if "?" not in part or not mangled[u]:
             continue
         folder = "/".join(parts[:i]) or "/"
         if folder not in listed:
             listed[folder] = _by_length(folder)
         names = listed[folder] or {}
-        real = next((n for n in names.get(len(part), ()) if _spells(part, n)), None)  # a byte spelled one character
+        others = unsure[u] > 1  # another '?' part of this string may be the one that is not UTF-8
+        real = next(  # a byte spelled one character
+            (n for n in names.get(len(part), ()) if _spells(part, n) and (others or not _sent_as_is(n))), None
+        )
         if real is not None:
             return os.fsdecode(real)
-        own = os.fsencode(part)  # "Café?" too: d.directory and f.path are two strings, one may be UTF-8
+        own = os.fsencode(part)
         if own not in names.get(len(own), ()):
             return None  # absent, and so is everything below it
+        unsure[u] -= 1  # no other name here is spelled so: this part is itself (or the item's is not here)
     return None
+
+
+def _sent_as_is(name: bytes) -> bool:
+    """Would rTorrent's XML-RPC surely send ``name`` as it is, were it a string of its own? 0.9.8
+    spells a string with ``?`` when xmlrpc-c refuses it as UTF-8, and xmlrpc-c takes only characters
+    up to U+FFFD (its decoder refuses 4-byte sequences, outside the Basic Multilingual Plane, and
+    U+FFFE, U+FFFF; surrogates and overlong forms too, as Python's does): such a name is spelled so
+    even when it is UTF-8. A control character other than tab, newline and carriage return passes
+    xmlrpc-c's check but no XML 1.0 can carry it: not surely sent as it is either. Unsure is no:
+    only a name ruled out as the item's can make its files look unreferenced."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if not text:
+        return True
+    if min(text) < " " and any(c < " " and c not in "\t\n\r" for c in text):
+        return False
+    return max(text) <= "\ufffd"
 
 
 def _by_length(folder: str) -> dict[int, list[bytes]] | None:
@@ -1036,13 +1142,18 @@ def _spells(reported: str, name: bytes) -> bool:
     return True
 
 
-def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile], listed: dict | None = None) -> None:
+def _spelled_files(
+    where: str, host_save: str, files: Iterable[TorrentFile], listed: dict | None = None, folder: str | None = None
+) -> None:
     """``_spelled`` for each file name with a ``?`` (a listing of each folder holding a part with one,
     once per folder: ``listed``, shared by a listing's items), and UnreadableRecord when two files
     are reported under one such name: rTorrent spells ``caf\xe9.mkv`` and ``caf\xe8.mkv`` alike,
     and which of the item's files each name on the host is cannot be told. A file not to be
-    downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other."""
+    downloaded (priority 0) is checked too: its name on the host would look unreferenced as any other.
+    ``folder``: a multi-file item's d.directory (client path), whose name starts each file's name;
+    None for a single file. Its f.path is a string of its own (``_misspelled``)."""
     listed = {} if listed is None else listed
+    above = posixpath.dirname(folder) if folder else ""
     seen: set[str] = set()
     for f in files:
         if "?" in f.name:
@@ -1052,7 +1163,8 @@ def _spelled_files(where: str, host_save: str, files: Iterable[TorrentFile], lis
                     "reported so too: names that are not UTF-8, which rTorrent spells with '?'; rename them to UTF-8)"
                 )
             seen.add(f.name)
-            _spelled(f"{where}: file {f.index}", "f.path", f.name, posixpath.join(host_save, f.name), listed)
+            units = f.name.split("/", 1) if folder else [f.name]
+            _spelled(f"{where}: file {f.index}", "f.path", units, posixpath.join(host_save, f.name), listed, above)
 
 
 def from_config(entry: Mapping[str, Any] | Any, **kwargs: Any) -> RtorrentClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import xmlrpc.client
 
 import pytest
@@ -290,8 +291,11 @@ def test_a_renamed_item_folder_names_the_files_and_the_relocation(tmp_path):
 
 
 def test_an_unmappable_directory_is_an_error_naming_the_item():
+    # Asked for alone, a PathMapError; in a listing, that item's (test_unreadable_items, R100).
     c = _client([_row(ROW_MULTI, directory="/elsewhere/Show.X")])
     with pytest.raises(PathMapError, match=f"torrent {HM} \\(Show.X\\)"):
+        c.find(HM)
+    with pytest.raises(UnreadableRecord, match=f"torrent {HM} \\(Show.X\\): save path: .* under no path_map prefix"):
         c.torrents()
 
 
@@ -829,21 +833,96 @@ def test_a_listing_lists_a_folder_once_for_all_its_absent_question_mark_items(tm
 
 
 @pytest.mark.parametrize(
-    "real, sent",
+    "real, sent, why",
     [
         # one name not UTF-8 mangles the whole string: the UTF-8 "Café" above it too
-        ("Caf\u00e9/X\udcff", "Caf??/X?"),
-        ("Show\x01X", "Show?X"),  # a control byte
+        ("Caf\u00e9/X\udcff", "Caf??/X?", "a UTF-8 name, which rTorrent spells with '?' too when another name"),
+        ("Show\x01X", "Show?X", "a UTF-8 name rTorrent's XML-RPC does not send as it is (a control character"),
     ],
 )
-def test_a_mangled_directory_is_found_above_its_first_missing_part(tmp_path, real, sent):
+def test_a_mangled_directory_is_found_above_its_first_missing_part(tmp_path, real, sent, why):
     from qbhook.errors import UnreadableRecord
 
     os.makedirs(os.fsencode(f"{tmp_path}/{real}"))
     row = _row(ROW_MULTI, name=sent.rsplit("/", 1)[-1], directory=f"{tmp_path}/{sent}")
     c = _client([row], {HM.upper(): [["a.mkv", 10, 1, 1, 1]]}, path_map=PathMap())
-    with pytest.raises(UnreadableRecord, match=r"d\.directory = .*the host has .*not UTF-8"):
+    with pytest.raises(UnreadableRecord, match=r"d\.directory = .*the host has .* there, " + re.escape(why)):
         c.torrents()
+
+
+@pytest.mark.parametrize(
+    "beside, reads",
+    [
+        ("Wha\u00e9t.mkv", True),  # UTF-8: rTorrent sends a d.name of it as it is, never 'Wha??t.mkv'
+        (b"Wha\xe9\xe9t.mkv", False),  # latin-1: it could be the item's (R97)
+        ("Wha\U0001f600.mkv", False),  # UTF-8, but past U+FFFD: xmlrpc-c refuses it, rTorrent sends '????'
+    ],
+)
+def test_a_real_question_mark_beside_a_name_rtorrent_would_send_as_it_is_reads(tmp_path, beside, reads):
+    # R100: a real 'Wha??t.mkv' beside a UTF-8 'Whaét.mkv' made the item unreadable (orphans and the
+    # sweep refused for the whole client), saying the UTF-8 name was not UTF-8. d.name is one string:
+    # rTorrent spells it with '?' only when it is not UTF-8 itself.
+    from qbhook.move.orphans import references
+
+    sent = "Wha??t.mkv" if reads else ("Wha??t.mkv" if isinstance(beside, bytes) else "Wha????.mkv")
+    (tmp_path / sent).write_bytes(b"x" * 10)
+    with open(os.fsencode(tmp_path) + b"/" + os.fsencode(beside), "wb") as fh:
+        fh.write(b"y" * 10)
+    row = _row(ROW_SINGLE, name=sent, directory=str(tmp_path), size_bytes=10, completed_bytes=10)
+    c = _client([row], {HS.upper(): [[sent, 10, 1, 1, 1]]}, path_map=PathMap())
+    if reads:
+        assert [t.content_path for t in c.torrents()] == [f"{tmp_path}/{sent}"]
+        assert [f.name for t, fs in c.torrents_with_files() for f in fs] == [sent]
+        assert [f.name for f in c.files(HS)] == [sent]
+        assert references([c])
+        return
+    why = (
+        "a name that is not UTF-8"
+        if isinstance(beside, bytes)
+        else "a UTF-8 name rTorrent's XML-RPC does not send as it is"
+    )
+    with pytest.raises(UnreadableRecord, match=f"d\\.name = .* there, {why}"):
+        c.torrents()
+
+
+def test_a_utf8_name_beside_a_folder_counts_when_a_name_below_in_its_string_is_not_utf8(tmp_path):
+    # One f.path is one string: b'Caf\xc3\xa9/a\xff.mkv' is not UTF-8 as a whole, so rTorrent sends
+    # 'Caf??/a?.mkv', the UTF-8 'Café' mangled too. A real 'Caf??' folder beside it proves nothing.
+    for folder in ("Caf??", "Caf\u00e9"):
+        (tmp_path / "Show.X" / folder).mkdir(parents=True)
+    with open(os.fsencode(tmp_path) + b"/Show.X/Caf\xc3\xa9/a\xff.mkv", "wb") as fh:
+        fh.write(b"x" * 10)
+    (tmp_path / "Show.X" / "Caf??" / "a?.mkv").write_bytes(b"y" * 10)
+    row = _row(ROW_MULTI, directory=f"{tmp_path}/Show.X")
+    c = _client([row], {HM.upper(): [["Caf??/a?.mkv", 10, 1, 1, 1]]}, path_map=PathMap())
+    why = "the host has 'Caf\u00e9' there, a UTF-8 name, which rTorrent spells with '?' too when another name"
+    with pytest.raises(UnreadableRecord, match=r"f\.path = 'Show\.X/Caf\?\?/a\?\.mkv' \(" + re.escape(why)):
+        c.torrents_with_files()
+
+
+def test_a_string_rtorrent_sent_with_a_character_past_ascii_has_real_question_marks(tmp_path):
+    # Mangled, d.directory b'.../Caf\xc3\xa9/Wh\xe9\xe9' would read '.../Caf??/Wh??': one that reads
+    # 'Café/Wh??' was sent as it is, so the latin-1 neighbour 'Wh\xe9\xe9' is not the item's folder.
+    (tmp_path / "Caf\u00e9" / "Wh??").mkdir(parents=True)
+    (tmp_path / "Caf\u00e9" / "Wh??" / "a.mkv").write_bytes(b"x" * 10)
+    os.makedirs(os.fsencode(tmp_path) + b"/Caf\xc3\xa9/Wh\xe9\xe9")
+    row = _row(ROW_MULTI, name="Wh??", directory=f"{tmp_path}/Caf\u00e9/Wh??")
+    c = _client([row], {HM.upper(): [["a.mkv", 10, 1, 1, 1]]}, path_map=PathMap())
+    ((info, _files),) = c.torrents_with_files()
+    assert info.content_path == f"{tmp_path}/Caf\u00e9/Wh??"
+
+
+def test_a_files_question_marks_say_nothing_of_its_folders_utf8_neighbour(tmp_path):
+    # d.directory and f.path are two strings: a '?' in f.path does not make the folder's UTF-8
+    # neighbour 'Whaté' (6 bytes, spelled 'What??' were d.directory mangled) the item's folder.
+    (tmp_path / "What??").mkdir()
+    (tmp_path / "What??" / "a?.mkv").write_bytes(b"x" * 10)
+    (tmp_path / "What\u00e9").mkdir()
+    row = _row(ROW_MULTI, name="What??", directory=f"{tmp_path}/What??")
+    c = _client([row], {HM.upper(): [["a?.mkv", 10, 1, 1, 1]]}, path_map=PathMap())
+    ((info, files),) = c.torrents_with_files()
+    assert info.content_path == f"{tmp_path}/What??" and [f.name for f in files] == ["What??/a?.mkv"]
+    assert [f.name for f in c.files(HM)] == ["What??/a?.mkv"]
 
 
 def test_what_rtorrent_spells_with_question_marks():
@@ -854,6 +933,15 @@ def test_what_rtorrent_spells_with_question_marks():
     assert not _spells("What?", b"What?")  # the name itself: a real '?'
     assert not _spells("Caf?", b"Cafe") and not _spells("Caf?", b"Caf\xe9s")
     assert not _spells("Caf\u00e9", b"Caf\xc3\xa9")  # UTF-8 is sent as it is
+
+
+def test_what_rtorrent_sends_as_it_is():
+    from qbhook.clients.rtorrent import _sent_as_is
+
+    assert _sent_as_is("Caf\u00e9 \ufffd\t.mkv".encode()) and _sent_as_is(b"What?")
+    assert not _sent_as_is(b"Caf\xe9")  # not UTF-8
+    assert not _sent_as_is("\U0001f600".encode()) and not _sent_as_is("\ufffe".encode())  # xmlrpc-c refuses
+    assert not _sent_as_is(b"Show\x01X")  # no XML carries it: unsure
 
 
 # -- batches of the file listing ------------------------------------------------------

@@ -31,7 +31,20 @@ DIRECTORY = (
     HS,
     "d.directory = '/data/torrents/..'",
 )
-HOSTILE = pytest.mark.parametrize("hostile", [NAME, DIRECTORY], ids=["d.name", "d.directory"])
+# R100: rTorrent appends the d.name "." or "" to the folder the item was added to, and libtorrent's
+# set_root_dir strips a trailing '/': the item's content folder read as the shared download folder
+# itself (or its "."), its save path as the parent, outside the path map (a PathMapError that failed
+# the whole listing) or, with an identity map, a content folder holding every other torrent's data.
+DOT = (
+    [_row(ROW_MULTI, name=".", directory="/data/torrents/."), ROW_SINGLE],
+    HM,
+    HS,
+    "d.directory = '/data/torrents/.'",
+)
+EMPTY = ([_row(ROW_MULTI, name="", directory="/data/torrents"), ROW_SINGLE], HM, HS, "d.directory = '/data/torrents'")
+HOSTILE = pytest.mark.parametrize(
+    "hostile", [NAME, DIRECTORY, DOT, EMPTY], ids=["d.name", "d.directory", "name-dot", "name-empty"]
+)
 
 
 @HOSTILE
@@ -98,3 +111,57 @@ def test_a_multi_file_path_out_of_its_folder_never_failed_the_listing(path):
     listed = {t.hash: fs for t, fs in c.torrents_with_files()}
     assert set(listed) == {HM, HS} and not is_relative_path(listed[HM][0].name)
     assert references([c])
+
+
+@pytest.mark.parametrize(
+    "name, directory",
+    [
+        (".", "/data/torrents/."),  # rTorrent's "/data/torrents" + "/" + "."
+        ("", "/data/torrents"),  # "/data/torrents/", its '/' stripped (FileList::set_root_dir)
+        ("/", "/data/torrents"),  # "/data/torrents//", alike
+        ("Show.X", "/data/torrents/"),  # a trailing '/': no folder of its own either
+        ("a/b", "/data/torrents/a/b"),  # a save path below the folder it was added to, a/ not its own
+    ],
+)
+@pytest.mark.parametrize("path_map", ["mapped", "identity"])
+def test_a_multi_file_items_folder_that_is_not_its_own_is_that_items_alone(name, directory, path_map):
+    from qbhook.pathmap import PathMap
+
+    c = _client(
+        [_row(ROW_MULTI, name=name, directory=directory), ROW_SINGLE],
+        path_map=None if path_map == "mapped" else PathMap(),
+    )
+    for listing in ("torrents", "torrents_with_files"):
+        with pytest.raises(UnreadableItems, match=f"item {HM}: unreadable record: d.directory = ") as err:
+            getattr(c, listing)()
+        assert [(t if listing == "torrents" else t[0]).hash for t in err.value.rest] == [HS]
+    for call in (lambda: c.find(HM), lambda: c.files(HM), lambda: c.set_location(HM, "/x", require_existing=False)):
+        with pytest.raises(UnreadableRecord, match=f"item {HM}: unreadable record: d.directory"):
+            call()
+
+
+def test_a_save_path_outside_the_path_map_is_that_items_alone(tmp_path):
+    # A PathMapError from one item failed torrents() and torrents_with_files() for every item: the
+    # index synced none of them. Every reader but the index still refuses (orphans below).
+    from qbhook.errors import PathMapError
+    from qbhook.move.orphans import references
+
+    c = _client([_row(ROW_MULTI, directory="/elsewhere/Show.X"), ROW_SINGLE])
+    why = "save path: rTorrent 'rt' path /elsewhere is under no path_map prefix (/data) (add a path_map entry"
+    for listing in ("torrents", "torrents_with_files"):
+        with pytest.raises(UnreadableItems, match=re.escape(f"torrent {HM} (Show.X): {why}")) as err:
+            getattr(c, listing)()
+        assert [(t if listing == "torrents" else t[0]).hash for t in err.value.rest] == [HS]
+    with pytest.raises(PathMapError, match=f"torrent {HM}"):  # asked for alone: its own error, as before
+        c.find(HM)
+    with pytest.raises(OrphansRefused, match=rf"client rt cannot be listed .*{HM}.*under no path_map prefix"):
+        references([c])
+    cat = Catalog.open(tmp_path / "c.sqlite")
+    try:
+        for _ in range(2):
+            rep = sync_client(cat, c)
+            assert len(rep.unmappable) == 1 and "under no path_map prefix" in rep.unmappable[0]
+            rows = {t.hash: t for t in TorrentIndex(cat.conn).torrents()}
+            assert rows[HS].map_error is None and "under no path_map prefix" in rows[HM].map_error
+    finally:
+        cat.close()
