@@ -1244,7 +1244,8 @@ class Executor:
             return outcome
         try:
             st = _GroupRun(run_id, g, outcome, seqs=frozenset(seq for seq, _s in numbered))
-            self.journal.set_group(g.group_id, run_id, GroupStatus.RUNNING)
+            if self._states.get(g.group_id) != GroupStatus.DONE:  # one done replays: a kill must leave it done (R105)
+                self.journal.set_group(g.group_id, run_id, GroupStatus.RUNNING)
             mine = [(seq, step, rows.get(seq)) for seq, step in numbered]
             failed = next((row for _s, _st, row in mine if row is not None and row.status == StepStatus.FAILED), None)
             if failed is not None:

@@ -203,3 +203,38 @@ def test_a_resume_after_a_kill_past_the_last_delete_takes_the_last_look(world): 
     (run,) = w.executor().resume()
     r = run.groups[0]
     assert r.status == "failed" and "found after the last delete" in r.reason, r.reason
+
+
+def test_a_done_group_killed_while_a_resume_replays_it_stays_done(world, monkeypatch):  # noqa: F811
+    """R105: the replay of a done group journaled it running again, so a kill during that replay
+    left it 'running' and the next resume judged it by a writer come since (failed, exit 5)."""
+    from qbhook.move.executor import Executor
+
+    w = world
+    _live(w, {"d" * 40})
+    d = _pack(w)
+    sync_client(w.cat, w.qbt)
+    plan = demote_plan(w)
+    plan.groups.append(single_torrent_group(w))
+
+    def hook(p, gid, _seq, step):
+        if gid == "g2" and step.kind == "relocate" and p == "after_intend":
+            raise Crash()
+
+    with pytest.raises(Crash):
+        w.executor(hook=hook).apply(plan)
+    d.files[1] = (MOVIE, 7, 0)  # later: a rename onto g1's new place
+    real, kill = Executor._deleted_before, {"on": True}
+
+    def deleted_before(self, mine):  # SIGTERM while the resume replays g1
+        if kill["on"]:
+            kill["on"] = False
+            raise Crash()
+        return real(self, mine)
+
+    monkeypatch.setattr(Executor, "_deleted_before", deleted_before)
+    with pytest.raises(Crash):
+        w.executor(hook=hook).resume()
+    assert w.journal.group_status("g1")[0] == "done"
+    (run,) = w.executor().resume()
+    assert run.groups[0].status == "done" and w.journal.group_status("g1")[0] == "done"
