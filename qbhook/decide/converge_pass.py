@@ -50,7 +50,6 @@ lstat-s those places instead.
 from __future__ import annotations
 
 import os
-import posixpath
 import sqlite3
 import sys
 import time
@@ -169,7 +168,8 @@ def convergence_snapshot(
     ``client_groups``: ``policy.client_groups`` (``PolicyConfig.groups_of``), for that rule.
     """
     access = access or {}
-    roots = [r for p in pools for r in p.seeding_roots]
+    roots = tuple(r for p in pools for r in p.seeding_roots)
+    intern = sys.intern
     inodes: dict[InodeKey, InodeFact] = {}
     content: dict = {}
     for s in sets:
@@ -182,13 +182,14 @@ def convergence_snapshot(
                 size=s.size,
                 nlink=c.nlink,
                 blake3=s.hash,
-                seeding_paths=tuple(map(sys.intern, seeding)),
-                other_paths=tuple(map(sys.intern, other)),
+                seeding_paths=tuple(map(intern, seeding)) if seeding else (),
+                other_paths=tuple(map(intern, other)) if other else (),
                 mtime_ns=mtimes.get(c.inode_id, 0),
                 access=access.get(c.inode_id),
             )
-            inodes[fact.key] = fact
-            keys.append(fact.key)
+            key = fact.key
+            inodes[key] = fact
+            keys.append(key)
         content[(s.size, s.hash)] = tuple(keys)
     return Snapshot(
         torrents=tuple(torrents),
@@ -209,7 +210,7 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
     plans = []
     inodes = snap.inodes
     for group in payload_groups(snap.torrents):
-        if not any(f.inode in inodes for t in group for f in t.files if f.inode is not None):
+        if not _uses_any(group, inodes):
             continue  # no file of this group is one of the duplicates: nothing to look at
         conv = converge.plan_group(snap, group)
         if conv is None or not conv.steps:
@@ -224,6 +225,15 @@ def convergence_plan(snap: Snapshot, policy: PolicyConfig | None = None) -> Plan
         plans.append(gp)
     finish_run(plans, policy, pool_room(snap.pools))  # a convergence copies nothing: no room is spent
     return Plan(groups=plans, created_at=snap.now)
+
+
+def _uses_any(group: list[TorrentFact], inodes: Mapping[InodeKey, InodeFact]) -> bool:
+    """Whether a file of ``group`` is on an inode of ``inodes`` (loops, not a generator: 10,000 groups)."""
+    for t in group:
+        for f in t.files:
+            if f.inode is not None and f.inode in inodes:
+                return True
+    return False
 
 
 def _pools(cfg: Config, catalog: Catalog) -> tuple[tuple[PoolFact, ...], dict[int, set[str]]]:
@@ -299,7 +309,9 @@ def _held_under(sets: Iterable[DupeSet]) -> frozenset[str]:
             for p in c.paths:
                 while p not in out and p != "/":
                     out.add(p)
-                    p = posixpath.dirname(p)
+                    # posixpath.dirname's answer, without its call (40,000 paths at 20,000 copies)
+                    head = p[: p.rfind("/") + 1]
+                    p = head.rstrip("/") or head
     return frozenset(out)
 
 

@@ -296,7 +296,11 @@ class PoolFact:
 
     def root_of(self, path: str) -> str | None:
         """The seeding root of this pool that holds ``path`` (None: none does)."""
-        return root_holding(self.seeding_roots)(path)  # is_within's rule, the roots normalised once
+        return self.root_finder()(path)
+
+    def root_finder(self) -> Callable[[str], str | None]:
+        """``root_of`` as one function of a path, for a caller that asks it of many."""
+        return root_holding(self.seeding_roots)  # is_within's rule, the roots normalised once
 
     def seen_from(self, folders: Iterable[str]) -> PoolFact:
         """This pool with ``seeding_fsid`` the filesystem of the seeding root holding ``folders`` (a
@@ -371,8 +375,8 @@ class Snapshot:
         return next(p for p in self.pools if p.role == "cold")
 
     def seeding_pool_of(self, path: str) -> PoolFact | None:
-        for p in self.pools:
-            if p.root_of(path) is not None:
+        for p, root_of in self._roots_of():
+            if root_of(path) is not None:
                 return p
         return None
 
@@ -380,12 +384,24 @@ class Snapshot:
         """The seeding root holding ``path`` when ``fsid`` (the filesystem of the file there) is
         not that root's own: a dataset mounted below the root (``NESTED``); None otherwise, or when
         the root's filesystem is not known. Compared by id, so it costs no stat."""
-        for p in self.pools:
-            root = p.root_of(path)
+        for p, root_of in self._roots_of():
+            root = root_of(path)
             if root is not None:
                 own = p.fsid_of_root(root)
                 return root if own and fsid != own else None
         return None
+
+    def _roots_of(self) -> tuple[tuple[PoolFact, Callable[[str], str | None]], ...]:
+        """Each pool with its ``PoolFact.root_finder``, looked up once per snapshot and kept in
+        ``derived``: the converge pass asks ``seeding_pool_of`` and ``nested_root`` for 10,000
+        groups' files each."""
+        got = self.derived.get(_ROOTS_OF)
+        if got is None:
+            got = self.derived[_ROOTS_OF] = tuple((p, p.root_finder()) for p in self.pools)
+        return got
+
+
+_ROOTS_OF = "facts.roots_of"  # its key in Snapshot.derived
 
 
 NESTED = (

@@ -7,11 +7,12 @@ answer for. The sets and the stored hashes must be those of a one-process run.
 
 import logging
 import os
+import threading
 
 import pytest
 
 from qbhook import forked
-from qbhook.catalog import dupes
+from qbhook.catalog import dupes, hashing
 from qbhook.catalog.scan import scan_pool
 from tests.helpers import b3, put
 
@@ -166,10 +167,54 @@ def test_files_still_settling_in_the_childs_half_get_their_stat_stored_and_no_ha
     assert _sets(sets) == []  # no set from hashes not kept: they are read again once settled
 
 
-def test_a_writer_thread_that_cannot_start_stops_the_child(tree, monkeypatch):
+def _a_big_duplicate(env) -> bytes:  # noqa: F811
+    """A content of MULTITHREAD_MIN bytes in both pools, scanned: a big file for ensure_hashes."""
+    cfg, cat, stash, pool = env
+    data = os.urandom(hashing.MULTITHREAD_MIN)
+    put(stash / SEED / "B/big.bin", data)
+    put(pool / SEED / "B/big.bin", data)
+    for p in cfg.pools:
+        scan_pool(cat, p, cfg.scan)
+    return data
+
+
+def _helpers(monkeypatch) -> list:
+    """The writer threads find_duplicates starts, recorded."""
+    started, real = [], dupes._Helper.start
+    monkeypatch.setattr(dupes._Helper, "start", classmethod(lambda cls, c: started.append(real(c)) or started[-1]))
+    return started
+
+
+def test_with_a_child_and_no_big_file_the_writes_are_made_on_this_thread(tree, monkeypatch):
+    """The child holds the second core: a writer thread would have none of its own, only turns at
+    the interpreter lock. The hashes of both halves are stored all the same, by this thread."""
+    cat, contents, forks = tree
+    started = _helpers(monkeypatch)
+    writers, real_do = [], dupes._do
+    monkeypatch.setattr(dupes, "_do", lambda c, job: writers.append(threading.get_ident()) or real_do(c, job))
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert len(forks) == 1 and started == []
+    assert writers and set(writers) == {threading.get_ident()}
+    assert len(_stored(cat)) == 2 * N
+    assert _sets(sets) == sorted((b3(d), 2) for d in contents)
+
+
+def test_with_a_child_and_a_big_file_the_writer_thread_hashes_it(tree, env, monkeypatch):  # noqa: F811
+    """ensure_hashes of the big files still overlaps the small files' reads on the writer thread."""
+    cat, contents, forks = tree
+    big = _a_big_duplicate(env)
+    started = _helpers(monkeypatch)
+    sets = dupes.find_duplicates(cat, settle_seconds=0)
+    assert len(forks) == 1 and len(started) == 1
+    assert _sets(sets) == sorted((b3(d), 2) for d in [*contents, big])
+
+
+def test_a_writer_thread_that_cannot_start_stops_the_child(tree, env, monkeypatch):  # noqa: F811
     """The child is forked before the catalog writer thread starts: a failure to start it (no more
-    threads under a pids limit) must not leave the child behind."""
+    threads under a pids limit) must not leave the child behind. (A big file: the thread is started
+    beside a child only for one.)"""
     cat, _contents, forks = tree
+    _a_big_duplicate(env)
 
     def no_thread(cls, catalog):
         raise RuntimeError("can't start new thread")
