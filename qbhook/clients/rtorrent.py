@@ -56,6 +56,11 @@ The model (verified on Debian's rtorrent 0.9.8, see docs/rtorrent.md):
   only when another part of the same string may not be (``_misspelled``). With no such
   name (real ``?``, the item not downloaded yet or its data lost), it is an ordinary
   path, present or absent.
+* Line ends reach us as line feeds: 0.9.8 builds every string with xmlrpc-c's
+  ``xmlrpc_string_new``, which turns CR and CRLF into LF, so a reported ``\n`` may stand for
+  ``\n``, ``\r`` or ``\r\n``. A name with ``\n`` is read as one with ``?`` is, by the same walk
+  (``_misspelled``, ``_line_ended``): a name beside it on the host that rTorrent would send so,
+  or two files of one item reported under one such name, make the item unreadable.
 * An item that does not read (that, a number rTorrent cannot report, a single file's d.name
   that is not one path component, a d.directory that is no absolute ``..``-free path or, for a
   multi-file item, no folder of its own: it is the added-to folder + its unchecked
@@ -541,7 +546,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
             raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}", hint=exc.hint) from exc
         content = posixpath.join(save, content_leaf)
         client_content = posixpath.join(client_save, content_leaf)
-        key = "d.directory" if "?" in item.directory else "d.name"
+        key = "d.directory" if _doubtful(item.directory) else "d.name"
         # two strings for a single file: its folder (d.directory) and its d.name (_misspelled)
         units = [client_content] if item.is_multi_file else [client_save, content_leaf]
         _spelled(self._where(item.hash), key, units, content, listed)
@@ -634,7 +639,7 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         is_multi = _flag(f)("d.is_multi_file")
         client_dir = _directory(self._where(h), f.text("d.directory"), is_multi, f.text("d.name"))
         files = _files(rows, posixpath.basename(client_dir) if is_multi else "", self._where(h))
-        if any("?" in t.name for t in files):
+        if any(_doubtful(t.name) for t in files):
             save = self.path_map.to_host(posixpath.dirname(client_dir) if is_multi else client_dir)
             _spelled_files(self._where(h), save, files, folder=client_dir if is_multi else None)
         return files
@@ -1014,7 +1019,7 @@ def _spelled(
     orphan). A path with ``?`` that is simply absent (an item added stopped, one that lost its data:
     what ``qbhook repair`` is for) or whose ``?`` are real ones reads as any path does."""
     value = "/".join(units)
-    if "?" not in value:
+    if not _doubtful(value):
         return
     real = _misspelled(host_path, units, {} if listed is None else listed, above)
     if real is not None:
@@ -1023,9 +1028,18 @@ def _spelled(
         )
 
 
+def _doubtful(text: str) -> bool:
+    """May ``text``, a string rTorrent sent, spell another name on the host: a ``?`` (a byte it
+    could not send) or a line feed (a CR it turned into one, module docstring)?"""
+    return "?" in text or "\n" in text
+
+
 def _why_spelled(name: str) -> str:
-    """Why rTorrent may have sent ``name``, a name on the host, with ``?``: the end of a message."""
+    """Why rTorrent may have sent ``name``, a name on the host, with ``?`` or a line feed: the end
+    of a message."""
     raw = os.fsencode(name)
+    if b"\r" in raw:
+        return "a name with a carriage return, which rTorrent's XML-RPC sends as a line feed; rename it"
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -1073,22 +1087,27 @@ def _misspelled(host_path: str, units: Sequence[str], listed: _Listed, above: st
         shared += 1
     for i in range(len(parts) - shared, len(parts)):
         u, part = said[len(said) - len(parts) + i]
-        if "?" not in part or not mangled[u]:
+        qmark = "?" in part and mangled[u]
+        if not qmark and "\n" not in part:
             continue
         folder = "/".join(parts[:i]) or "/"
         if folder not in listed:
             listed[folder] = _by_length(folder)
         names = listed[folder] or {}
         others = unsure[u] > 1  # another '?' part of this string may be the one that is not UTF-8
-        real = next(  # a byte spelled one character
-            (n for n in names.get(len(part), ()) if _spells(part, n) and (others or not _sent_as_is(n))), None
-        )
+        real = None
+        if qmark:  # a byte spelled one character
+            real = next(
+                (n for n in names.get(len(part), ()) if _spells(part, n) and (others or not _sent_as_is(n))), None
+            )
+        if real is None and "\n" in part:
+            real = _line_ended(part, names)
         if real is not None:
             return os.fsdecode(real)
         own = os.fsencode(part)
         if own not in names.get(len(own), ()):
             return None  # absent, and so is everything below it
-        unsure[u] -= 1  # no other name here is spelled so: this part is itself (or the item's is not here)
+        unsure[u] -= qmark  # no other name here is spelled so: this part is itself (or the item's is not here)
     return None
 
 
@@ -1111,6 +1130,18 @@ def _sent_as_is(name: bytes) -> bool:
     return max(text) <= "\ufffd"
 
 
+def _line_ended(part: str, names: dict[int, list[bytes]]) -> bytes | None:
+    """A name among ``names`` (a folder's, ``_by_length``), not ``part`` itself, that rTorrent would
+    send as ``part``: xmlrpc-c turns its CR and CRLF into LF (module docstring), so each reported
+    line feed may be a CR, or a CRLF one byte longer, on the host."""
+    own = os.fsencode(part)
+    for size in range(len(own), len(own) + part.count("\n") + 1):
+        for name in names.get(size, ()):
+            if b"\r" in name and name.replace(b"\r\n", b"\n").replace(b"\r", b"\n") == own:
+                return name
+    return None
+
+
 def _by_length(folder: str) -> dict[int, list[bytes]] | None:
     """``folder``'s names by their length in bytes (a name's spelling has as many characters: each
     look at a folder of thousands of names tries only a few), or None when it is not there."""
@@ -1119,7 +1150,9 @@ def _by_length(folder: str) -> dict[int, list[bytes]] | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        raise UnreadableRecord(f"cannot list {folder!r:.80} to read a name with '?' in it: {e.strerror}") from e
+        raise UnreadableRecord(
+            f"cannot list {folder!r:.80} to read a name with '?' or a line feed: {e.strerror}"
+        ) from e
     out: dict[int, list[bytes]] = {}
     for name in names:
         out.setdefault(len(name), []).append(name)
@@ -1129,12 +1162,13 @@ def _by_length(folder: str) -> dict[int, list[bytes]] | None:
 def _spells(reported: str, name: bytes) -> bool:
     """Would rTorrent's XML-RPC send ``name`` (a name on the host) as ``reported``, and is that not
     ``name`` itself? It sends a string that is not UTF-8 with every byte >= 0x80 and every control
-    byte as ``?``; tab, newline, carriage return and DEL are taken either way (kept or ``?``)."""
+    byte as ``?``; tab, newline, carriage return and DEL are taken either way (kept or ``?``), and a
+    carriage return kept is sent as a line feed (``_line_ended``)."""
     if len(reported) != len(name) or reported.encode("utf-8", "surrogateescape") == name:
         return False
     for ch, b in zip(reported, name, strict=True):
         if b >= 0x80 or b < 0x20:
-            ok = ch == "?" or (b in b"\t\n\r" and ch == chr(b))
+            ok = ch == "?" or (b in b"\t\n\r" and ch == chr(b)) or (b == 0x0D and ch == "\n")
         else:
             ok = ch == chr(b) or (b == 0x7F and ch == "?")
         if not ok:
@@ -1156,11 +1190,16 @@ def _spelled_files(
     above = posixpath.dirname(folder) if folder else ""
     seen: set[str] = set()
     for f in files:
-        if "?" in f.name:
+        if _doubtful(f.name):
             if f.name in seen:
+                why = (
+                    "names that are not UTF-8, which rTorrent spells with '?'; rename them to UTF-8"
+                    if "?" in f.name
+                    else "names with a carriage return, which rTorrent sends as a line feed; rename them"
+                )
                 raise UnreadableRecord(
                     f"{where}: file {f.index}: unreadable record: f.path = {f.name!r:.80} (another file of the item is "
-                    "reported so too: names that are not UTF-8, which rTorrent spells with '?'; rename them to UTF-8)"
+                    f"reported so too: {why})"
                 )
             seen.add(f.name)
             units = f.name.split("/", 1) if folder else [f.name]
