@@ -543,7 +543,9 @@ class RtorrentClient(FindOrRaise, FixedStateLag):
         try:
             save = self.path_map.to_host(client_save)
         except PathMapError as exc:
-            raise PathMapError(f"torrent {item.hash} ({item.name}): save path: {exc.message}", hint=exc.hint) from exc
+            raise PathMapError(
+                f"torrent {item.hash} ({shown(item.name, 80)}): save path: {exc.message}", hint=exc.hint
+            ) from exc
         content = posixpath.join(save, content_leaf)
         client_content = posixpath.join(client_save, content_leaf)
         key = "d.directory" if _doubtful(item.directory) else "d.name"
@@ -1101,7 +1103,7 @@ def _misspelled(host_path: str, units: Sequence[str], listed: _Listed, above: st
                 (n for n in names.get(len(part), ()) if _spells(part, n) and (others or not _sent_as_is(n))), None
             )
         if real is None and "\n" in part:
-            real = _line_ended(part, names)
+            real = _line_ended(part, names, qmark)
         if real is not None:
             return os.fsdecode(real)
         own = os.fsencode(part)
@@ -1130,14 +1132,17 @@ def _sent_as_is(name: bytes) -> bool:
     return max(text) <= "\ufffd"
 
 
-def _line_ended(part: str, names: dict[int, list[bytes]]) -> bytes | None:
+def _line_ended(part: str, names: dict[int, list[bytes]], mangled: bool = False) -> bytes | None:
     """A name among ``names`` (a folder's, ``_by_length``), not ``part`` itself, that rTorrent would
     send as ``part``: xmlrpc-c turns its CR and CRLF into LF (module docstring), so each reported
     line feed may be a CR, or a CRLF one byte longer, on the host."""
     own = os.fsencode(part)
     for size in range(len(own), len(own) + part.count("\n") + 1):
         for name in names.get(size, ()):
-            if b"\r" in name and name.replace(b"\r\n", b"\n").replace(b"\r", b"\n") == own:
+            if b"\r" not in name:
+                continue
+            lf = name.replace(b"\r\n", b"\n")
+            if lf.replace(b"\r", b"\n") == own or (mangled and len(lf) == len(own) and _spells(part, lf)):
                 return name
     return None
 

@@ -293,9 +293,9 @@ def test_a_renamed_item_folder_names_the_files_and_the_relocation(tmp_path):
 def test_an_unmappable_directory_is_an_error_naming_the_item():
     # Asked for alone, a PathMapError; in a listing, that item's (test_unreadable_items, R100).
     c = _client([_row(ROW_MULTI, directory="/elsewhere/Show.X")])
-    with pytest.raises(PathMapError, match=f"torrent {HM} \\(Show.X\\)"):
+    with pytest.raises(PathMapError, match=f"torrent {HM} \\('Show.X'\\)"):
         c.find(HM)
-    with pytest.raises(UnreadableRecord, match=f"torrent {HM} \\(Show.X\\): save path: .* under no path_map prefix"):
+    with pytest.raises(UnreadableRecord, match=f"torrent {HM} \\('Show.X'\\): save path: .* under no path_map prefix"):
         c.torrents()
 
 

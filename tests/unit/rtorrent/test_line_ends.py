@@ -124,3 +124,20 @@ def test_what_rtorrent_sends_as_a_line_feed():
     assert _line_ended("a\nb.mkv", {7: [b"a\nb.mkv"], 8: [b"a\r\nb.mkv"]}) == b"a\r\nb.mkv"
     assert _line_ended("a\nb.mkv", {7: [b"a\nb.mkv", b"a?b.mkv"], 9: [b"a\r\r\nb.mkv"]}) is None
     assert _spells("a\n?", b"a\r\xff")  # mangled, its CR kept as a line feed
+
+
+def test_a_crlf_name_that_is_not_utf8_beside_its_reported_spelling_is_unreadable(tmp_path):
+    """R107: b'caf\\xe9\\r\\n.mkv' is not UTF-8, so rTorrent sends 'caf?\\r\\n.mkv' and xmlrpc-c then
+    'caf?\\n.mkv', one byte shorter; with a real 'caf?\\n.mkv' beside it (another item's), the item
+    read as that file and its own only copy was called a reclaimable orphan."""
+    hb = "cccc7120a1a0ddef230d4b7e263e64f62614aa9b"
+    folder = os.fsencode(tmp_path)
+    _write(folder + b"/caf\xe9\r\n.mkv")
+    _write(folder + b"/caf?\n.mkv", b"B" * 7)
+    done = {"completed_bytes": 10, "size_bytes": 10, "left_bytes": 0}
+    ra = _row(ROW_SINGLE, name="caf?\n.mkv", directory=str(tmp_path), **done)
+    rb = _row(ROW_SINGLE, hash=hb.upper(), name="caf?\n.mkv", directory=str(tmp_path), **done)
+    files = {HS.upper(): [["caf?\n.mkv", 10, 1, 1, 1]], hb.upper(): [["caf?\n.mkv", 7, 1, 1, 1]]}
+    c = _client([ra, rb], files, path_map=PathMap())
+    with pytest.raises(UnreadableRecord):
+        c.torrents_with_files()

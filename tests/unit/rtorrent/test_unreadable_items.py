@@ -149,7 +149,7 @@ def test_a_save_path_outside_the_path_map_is_that_items_alone(tmp_path):
     c = _client([_row(ROW_MULTI, directory="/elsewhere/Show.X"), ROW_SINGLE])
     why = "save path: rTorrent 'rt' path /elsewhere is under no path_map prefix (/data) (add a path_map entry"
     for listing in ("torrents", "torrents_with_files"):
-        with pytest.raises(UnreadableItems, match=re.escape(f"torrent {HM} (Show.X): {why}")) as err:
+        with pytest.raises(UnreadableItems, match=re.escape(f"torrent {HM} ('Show.X'): {why}")) as err:
             getattr(c, listing)()
         assert [(t if listing == "torrents" else t[0]).hash for t in err.value.rest] == [HS]
     with pytest.raises(PathMapError, match=f"torrent {HM}"):  # asked for alone: its own error, as before
