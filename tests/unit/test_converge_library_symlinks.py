@@ -225,6 +225,15 @@ def _killed_after_every_relink(w, plan):
         w.executor(hook=kill).apply(plan)
 
 
+def _killed_before_any_relink(w, plan):
+    def kill(point, _gid, seq, _step):
+        if point == "after_intend" and seq == 0:
+            raise te.Crash("killed before any relink")
+
+    with pytest.raises(te.Crash):
+        w.executor(hook=kill).apply(plan)
+
+
 def _unseen(monkeypatch):
     from qbhook.catalog import library_links
     from qbhook.errors import LibraryLinksUnseen
@@ -268,13 +277,7 @@ def test_a_resume_before_any_relink_whose_walk_fails_says_nothing_relinked(tmpfs
     relink that never was."""
     w, plan = _two_victims(tmpfs, tmp_path)
     try:
-
-        def kill(point, _gid, seq, _step):
-            if point == "after_intend" and seq == 0:
-                raise te.Crash("killed before any relink")
-
-        with pytest.raises(te.Crash):
-            w.executor(hook=kill).apply(plan)
+        _killed_before_any_relink(w, plan)
         _unseen(monkeypatch)
         (run,) = w.executor().resume()
         (g,) = run.groups
@@ -291,13 +294,7 @@ def test_a_name_holding_another_devices_inode_of_the_kept_number_is_not_taken_as
 
     w, plan = _two_victims(tmpfs, tmp_path)
     try:
-
-        def kill(point, _gid, seq, _step):
-            if point == "after_intend" and seq == 0:
-                raise te.Crash("killed before any relink")
-
-        with pytest.raises(te.Crash):
-            w.executor(hook=kill).apply(plan)
+        _killed_before_any_relink(w, plan)
         _unseen(monkeypatch)
         s0 = plan.groups[0].steps[0]
         real = ex._probe_stat

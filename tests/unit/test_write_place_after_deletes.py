@@ -106,10 +106,9 @@ def test_a_check_longer_than_the_budget_after_deletes_began_pauses_and_resume_fi
     assert not any(os.path.lexists(os.path.join(w.save(h, "stash"), rel)) for h in (H1, H2) for rel, _d in FILES)
 
 
-def test_a_resume_does_not_judge_again_a_group_an_earlier_attempt_ended(world):  # noqa: F811
-    """R101 F3: a resume replays every group of the run; the look after the last delete judged a
-    group done long before by a writer come since, and the run failed (exit 5)."""
-    w = world
+def _g1_done_g2_killed(w):
+    """g1 (a demote beside a torrent skipping a file) done, the run killed in g2: (that torrent, the
+    killing hook, for a resume to be killed again)."""
     _live(w, {"d" * 40})
     d = _pack(w)
     sync_client(w.cat, w.qbt)
@@ -122,6 +121,14 @@ def test_a_resume_does_not_judge_again_a_group_an_earlier_attempt_ended(world): 
 
     with pytest.raises(Crash):
         w.executor(hook=hook).apply(plan)
+    return d, hook
+
+
+def test_a_resume_does_not_judge_again_a_group_an_earlier_attempt_ended(world):  # noqa: F811
+    """R101 F3: a resume replays every group of the run; the look after the last delete judged a
+    group done long before by a writer come since, and the run failed (exit 5)."""
+    w = world
+    d, hook = _g1_done_g2_killed(w)
     assert w.journal.group_status("g1")[0] == "done"
     d.files[1] = (MOVIE, 7, 0)  # later: a rename onto g1's new place
     (run,) = w.executor().resume()
@@ -211,18 +218,7 @@ def test_a_done_group_killed_while_a_resume_replays_it_stays_done(world, monkeyp
     from qbhook.move.executor import Executor
 
     w = world
-    _live(w, {"d" * 40})
-    d = _pack(w)
-    sync_client(w.cat, w.qbt)
-    plan = demote_plan(w)
-    plan.groups.append(single_torrent_group(w))
-
-    def hook(p, gid, _seq, step):
-        if gid == "g2" and step.kind == "relocate" and p == "after_intend":
-            raise Crash()
-
-    with pytest.raises(Crash):
-        w.executor(hook=hook).apply(plan)
+    d, hook = _g1_done_g2_killed(w)
     d.files[1] = (MOVIE, 7, 0)  # later: a rename onto g1's new place
     real, kill = Executor._deleted_before, {"on": True}
 
