@@ -1103,7 +1103,7 @@ def _misspelled(host_path: str, units: Sequence[str], listed: _Listed, above: st
                 (n for n in names.get(len(part), ()) if _spells(part, n) and (others or not _sent_as_is(n))), None
             )
         if real is None and "\n" in part:
-            real = _line_ended(part, names, qmark)
+            real = _line_ended(part, names, qmark, others)
         if real is not None:
             return os.fsdecode(real)
         own = os.fsencode(part)
@@ -1132,7 +1132,7 @@ def _sent_as_is(name: bytes) -> bool:
     return max(text) <= "\ufffd"
 
 
-def _line_ended(part: str, names: dict[int, list[bytes]], mangled: bool = False) -> bytes | None:
+def _line_ended(part: str, names: dict[int, list[bytes]], mangled: bool = False, others: bool = False) -> bytes | None:
     """A name among ``names`` (a folder's, ``_by_length``), not ``part`` itself, that rTorrent would
     send as ``part``: xmlrpc-c turns its CR and CRLF into LF (module docstring), so each reported
     line feed may be a CR, or a CRLF one byte longer, on the host."""
@@ -1142,7 +1142,9 @@ def _line_ended(part: str, names: dict[int, list[bytes]], mangled: bool = False)
             if b"\r" not in name:
                 continue
             lf = name.replace(b"\r\n", b"\n")
-            if lf.replace(b"\r", b"\n") == own or (mangled and len(lf) == len(own) and _spells(part, lf)):
+            if lf.replace(b"\r", b"\n") == own or (
+                mangled and len(lf) == len(own) and _spells(part, lf) and (others or not _sent_as_is(name))
+            ):
                 return name
     return None
 

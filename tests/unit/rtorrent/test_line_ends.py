@@ -141,3 +141,15 @@ def test_a_crlf_name_that_is_not_utf8_beside_its_reported_spelling_is_unreadable
     c = _client([ra, rb], files, path_map=PathMap())
     with pytest.raises(UnreadableRecord):
         c.torrents_with_files()
+
+
+def test_a_utf8_crlf_name_beside_a_real_question_mark_name_is_not_its_spelling(tmp_path):
+    """R108: 'aé\\r\\nb.m' is UTF-8, so rTorrent sends it as 'aé\\nb.m', never as 'a??\\nb.m': an
+    item of that ASCII name (real '?' and a real line feed) beside it was refused."""
+    folder = os.fsencode(tmp_path)
+    _write(folder + "/aé\r\nb.m".encode())
+    _write(folder + b"/a??\nb.m")
+    row = _row(ROW_SINGLE, name="a??\nb.m", directory=str(tmp_path), completed_bytes=10, size_bytes=10, left_bytes=0)
+    c = _client([row], {HS.upper(): [["a??\nb.m", 10, 1, 1, 1]]}, path_map=PathMap())
+    ((info, files),) = c.torrents_with_files()
+    assert [f.name for f in files] == ["a??\nb.m"]
