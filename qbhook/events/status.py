@@ -717,9 +717,11 @@ def _not_as_found(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 
     marker = f"; {NOT_AS_FOUND}: "
     rows = conn.execute(
+        # The run's plan in run_plans, or in runs for a run journaled before that table (schema.RUN_PLANS_DDL).
         "SELECT gs.group_id, gs.reason FROM group_state gs JOIN runs r ON r.id = gs.run "
-        "WHERE gs.status = 'failed' AND instr(gs.reason, ?) > 0 AND json_valid(r.plan) "
-        "AND EXISTS (SELECT 1 FROM json_each(r.plan, '$.groups') g "
+        "LEFT JOIN run_plans p ON p.run = r.id "
+        "WHERE gs.status = 'failed' AND instr(gs.reason, ?) > 0 AND json_valid(coalesce(p.plan, r.plan)) "
+        "AND EXISTS (SELECT 1 FROM json_each(coalesce(p.plan, r.plan), '$.groups') g "
         "WHERE json_extract(g.value, '$.group_id') = gs.group_id AND json_extract(g.value, '$.action') = 'repair') "
         "ORDER BY gs.group_id",
         (marker,),

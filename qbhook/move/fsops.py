@@ -83,6 +83,7 @@ import operator
 import os
 import queue
 import stat as stat_mod
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -358,6 +359,10 @@ def _is_normal(p: bytes) -> bool:
     return p.find(b"//") < 0 and p.find(b"/./") < 0 and not p.endswith((b"/", b"/."))
 
 
+# os.fsencode's codec and error handler, for ``_split_ordered``'s str paths.
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 @functools.lru_cache(maxsize=64)
 def _root_order(roots: tuple) -> tuple[tuple[_Root, bytes], ...]:
     """(root, the prefix of every path below it) of each configured root, longest root first and
@@ -376,7 +381,8 @@ def _split_under(path, roots) -> tuple[bytes, list[bytes]]:
 
 def _split_ordered(path, order: tuple[tuple[_Root, bytes], ...], roots: tuple) -> tuple[bytes, list[bytes]]:
     """``_split_under`` with the roots' ``_root_order`` at hand (a batch computes it once, not per path)."""
-    p = os.fsencode(path)
+    # A str encoded as os.fsencode encodes it, without its Python frame (a relink batch places 20,000 paths).
+    p = path.encode(_FS_ENCODING, _FS_ERRORS) if type(path) is str else os.fsencode(path)
     if not p.startswith(b"/"):
         raise UnsafeOperation(f"{os.fsdecode(p)}: not an absolute path")
     if p.find(b"/..") >= 0 and b".." in p.split(b"/"):  # an absolute path's ".." follows a "/": split only then
@@ -386,7 +392,10 @@ def _split_ordered(path, order: tuple[tuple[_Root, bytes], ...], roots: tuple) -
     norm = p if _is_normal(p) else b"/" + os.path.normpath(p).lstrip(b"/")
     for rb, prefix in order:
         if norm.startswith(prefix) or norm == rb:
-            return rb, [c for c in norm[len(prefix) - 1 :].split(b"/") if c]
+            # A normal path has no empty component (no "//", no trailing "/"), and ``prefix`` ends in
+            # "/": what follows it splits into the components as they are, nothing to filter out.
+            rest = norm[len(prefix) :]
+            return rb, rest.split(b"/") if rest else []
     shown_roots = ", ".join(os.fsdecode(_p(r)) for r in roots) or "none configured"
     raise UnsafeOperation(f"{os.fsdecode(p)}: not inside a configured root ({shown_roots})")
 
@@ -2093,10 +2102,12 @@ class Relinker:
             return
         keys = set()
         fs_of_root: dict[bytes, int] = {}
+        # Bound once: a batch prefetches 10,000 items (``Executor._relinker``).
+        split_seed, split_keep, uses, add = self._split_seed, self._split_keep, self._uses, keys.add
         for path, ino, keep_path, keep_ino in items:
             try:
-                root, _parts = self._split_seed(path)
-                self._split_keep(keep_path)
+                root, _parts = split_seed(path)
+                split_keep(keep_path)
             except UnsafeOperation:
                 continue  # relink refuses it with its own message
             fs = fs_of_root.get(root)
@@ -2109,13 +2120,15 @@ class Relinker:
                 self._root_devs[root] = dev
                 if is_zfs(self.catalog.fsid(fs)):
                     self._no_hold.add(root)
-            keys.add((fs, int(ino)))
-            keys.add((fs, int(keep_ino)))
-            self._uses[(fs, int(keep_ino))] = self._uses.get((fs, int(keep_ino)), 0) + 1
-        self._shared = any(n > 1 for n in self._uses.values())
+            add((fs, int(ino)))
+            kept = (fs, int(keep_ino))
+            add(kept)
+            uses[kept] = uses.get(kept, 0) + 1
+        self._shared = any(n > 1 for n in uses.values())
         found = self.catalog.inodes_by_key(keys)  # the rows only: a relink never reads the paths
-        for k in keys:
-            self._rows[k] = found.get(k)
+        # Each key's row, None for one not catalogued (``_cached_digest`` reads it so, not again).
+        self._rows.update(dict.fromkeys(keys))
+        self._rows.update(found)
 
     def _hold_for(self, root: bytes) -> Callable[[int], None] | None:
         """Where a replaced inode is held for the releasing threads: not on ZFS, which frees a removed

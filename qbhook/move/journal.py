@@ -287,7 +287,7 @@ class WaitingStart:
 
 def _plan_starts(plan: dict) -> dict[tuple[str, str, str], str]:
     """(group id, instance, lower hash) -> torrent name of each start step of journaled ``plan``
-    (its JSON, as ``runs.plan`` holds it): a plan without start steps (an older version's)
+    (its JSON, as ``run_plans.plan`` holds it): a plan without start steps (an older version's)
     started each torrent in its relocation, and has none."""
     # A plan this version did not write (another version's, a hand edit) may hold anything where
     # a list of objects belongs: such a part names nothing, so `status` never fails on it (R71).
@@ -466,6 +466,14 @@ def held_link(sid: int, args: str, result: str, finished: Any, floor: float | No
     )
 
 
+# A run's row as ``Journal._run`` reads it: its plan from ``run_plans``, or from ``runs.plan`` for
+# the runs journaled before that table (schema.RUN_PLANS_DDL).
+_RUNS = (
+    "SELECT r.id, r.started_at, r.finished_at, r.status, r.trigger, r.pid, r.host, coalesce(p.plan, r.plan), "
+    "r.summary, r.process FROM runs r LEFT JOIN run_plans p ON p.run = r.id"
+)
+
+
 class Journal:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -482,13 +490,16 @@ class Journal:
         self._texts = {}
         text = plan_json(plan, self._texts) if isinstance(plan, Plan) else _dumps_sorted(plan)
         with Tx(self.conn) as c:
-            cur = c.execute(
+            # The plan in its own table (schema.RUN_PLANS_DDL): the run's row is written again at its
+            # end, and would carry the plan's megabytes through the WAL a second time.
+            run = c.execute(
                 "INSERT INTO runs(started_at, status, trigger, pid, host, process, plan)"
-                " VALUES (?, 'running', ?, ?, ?, ?, ?)",
-                (time.time(), trigger, os.getpid(), socket.gethostname(), procs.identity(), text),
-            )
+                " VALUES (?, 'running', ?, ?, ?, ?, '')",
+                (time.time(), trigger, os.getpid(), socket.gethostname(), procs.identity()),
+            ).lastrowid
+            c.execute("INSERT INTO run_plans(run, plan) VALUES (?, ?)", (run, text))
             _note_clock(c)
-            return cur.lastrowid
+            return run
 
     def finish_run(self, run: int, status: str, summary: dict) -> None:
         self._texts = {}
@@ -508,7 +519,7 @@ class Journal:
             )
 
     def unfinished_runs(self) -> list[RunRow]:
-        rows = self.conn.execute("SELECT * FROM runs WHERE status IN ('running','interrupted') ORDER BY id").fetchall()
+        rows = self.conn.execute(_RUNS + " WHERE r.status IN ('running','interrupted') ORDER BY r.id").fetchall()
         return [self._run(r) for r in rows]
 
     def waiting_starts(self, r: RunRow) -> list[WaitingStart]:
@@ -532,13 +543,13 @@ class Journal:
         return out
 
     def run(self, run: int) -> RunRow:
-        r = self.conn.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()
+        r = self.conn.execute(_RUNS + " WHERE r.id=?", (run,)).fetchone()
         if r is None:
             raise UnknownRun(run)
         return self._run(r)
 
     def runs(self, limit: int = 20) -> list[RunRow]:
-        rows = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = self.conn.execute(_RUNS + " ORDER BY r.id DESC LIMIT ?", (limit,)).fetchall()
         return [self._run(r) for r in rows]
 
     # ------------------------------------------------------------------ steps

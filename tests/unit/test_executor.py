@@ -1240,9 +1240,10 @@ def test_a_run_journaled_with_hash_only_group_ids_resumes_under_its_own_id(world
     with pytest.raises(Crash):
         world.executor(hook=hook).apply(plan)
     run = world.journal.runs(1)[0]
-    doc = json.loads(world.cat.conn.execute("SELECT plan FROM runs WHERE id=?", (run.id,)).fetchone()[0])
+    doc = json.loads(world.cat.conn.execute("SELECT plan FROM run_plans WHERE run=?", (run.id,)).fetchone()[0])
     for g in doc["groups"]:
-        del g["instances"]  # as an older qbhook journaled it
+        del g["instances"]  # as an older qbhook journaled it, in the run's row (no run_plans then)
+    world.cat.conn.execute("DELETE FROM run_plans WHERE run=?", (run.id,))
     world.cat.conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(doc, sort_keys=True), run.id))
     world.cat.conn.commit()
     out = world.executor().resume()

@@ -212,9 +212,10 @@ def _downgrade_run_to_v1(world, run_id: int) -> None:  # noqa: F811
     """Make a crashed run's journal look exactly as today's qbhook left it: no "v" anywhere."""
     conn = world.cat.conn
     conn.execute("UPDATE steps SET args=json_remove(args, '$.v') WHERE run=?", (run_id,))
-    plan = json.loads(conn.execute("SELECT plan FROM runs WHERE id=?", (run_id,)).fetchone()[0])
+    plan = json.loads(conn.execute("SELECT plan FROM run_plans WHERE run=?", (run_id,)).fetchone()[0])
     for g in plan["groups"]:
         g["steps"] = [{"kind": s["kind"], "args": {k: v for k, v in s["args"].items() if k != "v"}} for s in g["steps"]]
+    conn.execute("DELETE FROM run_plans WHERE run=?", (run_id,))  # that qbhook kept the plan in the run's row
     conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(plan, sort_keys=True), run_id))
     conn.commit()
 
@@ -253,9 +254,9 @@ def test_an_unreadable_journaled_plan_is_a_one_line_error_not_a_traceback(world)
         world.executor(hook=hook).apply(plan)
     run = world.journal.runs(1)[0]
     conn = world.cat.conn
-    data = json.loads(conn.execute("SELECT plan FROM runs WHERE id=?", (run.id,)).fetchone()[0])
+    data = json.loads(conn.execute("SELECT plan FROM run_plans WHERE run=?", (run.id,)).fetchone()[0])
     data["groups"][0]["steps"][0]["args"]["v"] = 7
-    conn.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(data), run.id))
+    conn.execute("UPDATE run_plans SET plan=? WHERE run=?", (json.dumps(data), run.id))
     conn.commit()
     from qbhook.errors import QbhookError
 
