@@ -550,7 +550,7 @@ def catalog_sums(conn: sqlite3.Connection) -> tuple[int, int, int]:
 STUCK_AFTER_S = 600
 # Small tables `status` and `queue` read whole; their integrity is cheap to check (the big
 # paths/inodes tables are not checked: seconds per GB, and scan rebuilds them anyway).
-CHECKED_TABLES = ("event_jobs", "runs", "steps", "group_state", "state")
+CHECKED_TABLES = ("event_jobs", "runs", "run_plans", "steps", "group_state", "state")
 
 
 def report(cfg: Config, catalog) -> dict:

@@ -314,3 +314,27 @@ def test_damaged_catalog_is_a_one_line_error(tmp_path, command):
     first, *rest = run.stderr.splitlines()
     assert first.startswith(f"qbhook: catalog {tmp_path / 'catalog.sqlite'}: ") and first.endswith("(table event_jobs)")
     assert [ln for ln in rest if not ln.startswith("  hint: ")] == []
+
+
+def test_damaged_run_plans_are_named_by_status_check(tmp_path):
+    """R109: the runs' plans live in their own table (migration 17); status's up-front check names it."""
+    from qbhook.catalog.db import check_tables, connect
+    from qbhook.errors import QbhookError
+    from qbhook.events.status import CHECKED_TABLES
+    from qbhook.move.journal import Journal
+
+    db = tmp_path / "catalog.sqlite"
+    conn = connect(db)
+    for _ in range(3):
+        Journal(conn).start_run({"groups": [{"group_id": f"g{k}", "reason": "r" * 300} for k in range(50)]})
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'run_plans'").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\x07")  # the root page's b-tree type byte
+    conn = connect(db)
+    with pytest.raises(QbhookError, match=r"\(table run_plans\)\n"):
+        check_tables(conn, db, CHECKED_TABLES)
+    conn.close()
