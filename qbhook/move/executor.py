@@ -1258,27 +1258,13 @@ class Executor:
                 self._fail(st, failed.error or "failed earlier in this run")
                 return outcome
             st.deletes_started = self._deleted_before(mine)
+            remake = self._repair_files_gone(st, mine)
             listed = self._check_clients_answer(st, mine)
             self._check_room(st, mine)
             self._check_atm_off(st, mine)
             self._check_state_lag(st, mine)
-            self._check_write_places(st, mine, listed)
-            relocated = {
-                (r.args.get("instance"), r.args.get("torrent"))
-                for _s, step, r in mine
-                if r is not None and isinstance(step, Relocate) and r.status == StepStatus.DONE
-            }
-            for i, (seq, step, row) in enumerate(mine):
-                h = HANDLERS.get(type(step))  # None: _run_step fails the group safely
-                if (
-                    h is not None
-                    and row is not None
-                    and row.status == StepStatus.DONE
-                    and not h.redo(step, relocated, mine[i + 1 :])
-                ):
-                    h.replay(st, seq, step, row)
-                    continue
-                self._run_step(st, seq, step, row)
+            self._check_write_places(st, mine, listed, remake)
+            self._steps(st, mine, remake)
             self._check_no_writer_at_end(st)
             self.journal.set_group(g.group_id, run_id, GroupStatus.DONE)
             self._report_left_stopped(st)
@@ -1288,6 +1274,59 @@ class Executor:
         finally:
             lock.release()
         return outcome
+
+    def _steps(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]], remake: frozenset[int]) -> None:
+        """Carry out the group's steps in order: a step an earlier attempt finished is replayed
+        (``StepHandler.replay``) unless its handler repeats it (``redo``) or it is a repair's make
+        step whose file is gone since (``remake``: ``_repair_files_gone``), made again."""
+        relocated = {
+            (r.args.get("instance"), r.args.get("torrent"))
+            for _s, step, r in mine
+            if r is not None and isinstance(step, Relocate) and r.status == StepStatus.DONE
+        }
+        for i, (seq, step, row) in enumerate(mine):
+            h = HANDLERS.get(type(step))  # None: _run_step fails the group safely
+            if row is not None and seq in remake:
+                self.log.warning(
+                    "group %s: %s is gone since its %s step: made again", st.plan.group_id, step.dst, step.kind
+                )
+                self.journal.note_dst_before(row.id, DST_ABSENT)  # its undo may take what it makes now
+            elif (
+                h is not None
+                and row is not None
+                and row.status == StepStatus.DONE
+                and not h.redo(step, relocated, mine[i + 1 :])
+            ):
+                h.replay(st, seq, step, row)
+                continue
+            self._run_step(st, seq, step, row)
+
+    def _repair_files_gone(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> frozenset[int]:
+        """The seqs of a resumed repair's finished make steps (a link, an empty file) whose
+        destination holds nothing now, read through its verified folder: made again, by the same act
+        as a first make, after the same write-place check (``_check_write_places``), instead of the
+        group failing at its view. A cross-seeding twin's repair group at the same save path, failed
+        since, took the files this group's steps had only found there (``already``, ``present``:
+        never held for this group, R103); this one's recheck may still reach 100 % (R105). Only a
+        name with nothing at it: a file there, another inode or not, is what the view judges, never
+        replaced. A name that cannot be read now stays as journaled. Not for a group an earlier
+        attempt ended done (its replay keeps its verdict)."""
+        if st.plan.action != Action.REPAIR or self._states.get(st.plan.group_id) == GroupStatus.DONE:
+            return frozenset()
+        done = [
+            (seq, s)
+            for seq, s, r in mine
+            if isinstance(s, (Link, MkEmpty)) and r is not None and r.status == StepStatus.DONE
+        ]
+        gone = set()
+        with self.ctx.reader() as reader:
+            for seq, s in done:
+                try:
+                    if reader.lstat_any(s.dst) is None:
+                        gone.add(seq)
+                except (OSError, FolderRefused, PathMapError):
+                    continue  # unread: its view's check judges it, as before
+        return frozenset(gone)
 
     def _deleted_before(self, mine: list[tuple[int, Step, StepRow | None]]) -> bool:
         """Whether a resumed group journaled a delete that may have acted before the crash
@@ -1330,7 +1369,11 @@ class Executor:
             raise _Failure(reason) from e
 
     def _check_write_places(
-        self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]], listed: dict[str, list] | None
+        self,
+        st: _GroupRun,
+        mine: list[tuple[int, Step, StepRow | None]],
+        listed: dict[str, list] | None,
+        remake: frozenset[int] = frozenset(),
     ) -> None:
         """A move or a repair with a file still to make at its destination (a first run, or a resume
         before its view is whole) asks the clients, right before, whether another torrent may write
@@ -1346,7 +1389,7 @@ class Executor:
         deletes, and its end asks once more (``_check_no_writer``)."""
         makes = (Copy, Link, MkEmpty)
         if st.plan.action not in _VIEW_MAKERS or not any(
-            isinstance(s, makes) and (r is None or r.status != StepStatus.DONE) for _q, s, r in mine
+            isinstance(s, makes) and (r is None or r.status != StepStatus.DONE or q in remake) for q, s, r in mine
         ):
             return
         g = st.plan

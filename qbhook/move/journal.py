@@ -728,6 +728,14 @@ class Journal:
                 (json.dumps(found, sort_keys=True), step_id),
             )
 
+    def note_dst_before(self, step_id: int, before: str) -> None:
+        """Replace, in a repair's make step's args (``_dst_before``), what its first intent found at
+        its destination: a finished step made again because its file is gone
+        (``Executor._repair_files_gone``) found it empty, so a kill before its outcome leaves a
+        link its group's undo may take (``Executor._undo_unrecorded``). ``close`` never touches args."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET args=json_set(args, '$._dst_before', ?) WHERE id=?", (before, step_id))
+
     def note_rechecked(self, step_id: int) -> None:
         """Record, in a repair step's args (``_rechecked``), that it is about to ask its client for a
         recheck: from then on the client's progress is that check's, not the one found."""

@@ -5,7 +5,11 @@ path, inode, source, content). The next run (``apply --yes``, the sweeper) remov
 through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made,
 still holding the content qbhook proved it held, that content still lives elsewhere, and no
 torrent of any client uses the path now (a view that is a name of its keep's inode: by that
-name, ``orphans.name_in_use``; the keep's own torrent uses its own name). A
+name, ``orphans.name_in_use``; the keep's own torrent uses its own name). A complete torrent's
+file ends its tracking (``in_use``: it seeds there now); an incomplete torrent's place keeps it
+tracked (``KEPT``) until that torrent completes on it or goes: a failed repair's link it could not
+take back lies under its own torrent, stopped under 100 %, and ending its tracking left a library
+inode there for good, out of ``status`` (R105). A
 client that cannot be listed postpones the cleanup (never a guess), and so does a listing that
 cannot say what is unused (no torrents at all, a torrent being moved: ``orphans.check_listing``);
 a view that changed is released (kept, and no longer tracked), never removed. A refusal that
@@ -37,6 +41,7 @@ _log = logging.getLogger(__name__)
 
 KEPT = "kept"  # a view's result that is no verdict: still pending, tried again next run
 NEEDS_PERSON = "needs_person"  # its source is gone or does not verify: kept, not tried again (see above)
+INCOMPLETE_USER = "an incomplete torrent names it or keeps its data there: kept until it completes or goes"
 
 
 def pending(catalog) -> list[dict]:
@@ -50,7 +55,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     """Remove the journal's leftover views that are still qbhook's and redundant; one result per view."""
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
-    from qbhook.move.orphans import LEFTOVERS, check_listing, references
+    from qbhook.move.orphans import LEFTOVERS, REFERENCED, check_listing, references
 
     journal = Journal(catalog.conn)
     tracked = journal.leftover_tracked()
@@ -78,9 +83,15 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
             path = os.path.normpath(v["path"])
             pool = cfg.pool_of(path)
             inode = (pool.name if pool is not None else None, int(v["ino"]))
-            if _in_use(path, v, refs):
+            use = _in_use(path, v, refs)
+            if use == REFERENCED:
                 # A torrent seeds from it now (by its path, or through a symlink onto it): no leftover.
                 res = {"status": "in_use"}
+            elif use is not None:
+                # An incomplete torrent names it or keeps its data there: most often the failed repair's
+                # own, stopped under 100 % on a library inode it could not take back (R105). Untracked,
+                # it stayed there for good, out of ``status``: kept, tried again each run.
+                res = {"status": KEPT, "reason": INCOMPLETE_USER}
             elif inode in kept:
                 # A link onto this copy stayed (a refusal that says nothing of it): the copy still
                 # has it, and "linked elsewhere" would release it, its duplicate untracked for good.
@@ -100,8 +111,10 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
         lock.release()
 
 
-def _in_use(path: str, v: dict, refs) -> bool:
-    """Whether a torrent uses the view at ``path`` (journaled as ``v``) now. A view that is a name
+def _in_use(path: str, v: dict, refs) -> str | None:
+    """How a torrent uses the view at ``path`` (journaled as ``v``) now (``orphans.in_use``'s
+    verdict: ``REFERENCED``, a complete torrent's file; ``PROTECTED``, an incomplete torrent's
+    place), None when none does. A view that is a name
     of its keep's inode (a link a demote made from a donor on the target pool, usually another
     torrent's seeding file) is used only by that name (``orphans.name_in_use``: a listed name of the
     inode in the view's folder, by the folder's identity, whatever path or spelling): the donor's
@@ -114,8 +127,8 @@ def _in_use(path: str, v: dict, refs) -> bool:
     key = identity(path)
     keep = v.get("keep")
     if key is not None and isinstance(keep, str) and identity(os.path.normpath(keep)) == key:
-        return name_in_use(path, refs, key) is not None
-    return in_use(path, refs, key) is not None
+        return name_in_use(path, refs, key)
+    return in_use(path, refs, key)
 
 
 def _tell_waiting(why: str) -> None:

@@ -1,0 +1,151 @@
+"""A resumed repair whose finished make steps' files are gone makes them again (R105).
+
+A repair group's link or empty file, finished in an earlier attempt, may be gone when the group
+resumes: a cross-seeding twin's repair group at the same save path failed since and took the files
+this group had only found there (``already``: never held for it, R103), or a person removed them
+while qbhook was down. The group used to replay the step as done and fail at its view ("is
+missing") for good. It now makes the file again by the same verified act as a first make, after the
+same write-place check (``Executor._repair_files_gone``). A file at the name (another inode or
+not) is never replaced: the view judges it. The library file is never written.
+
+Against the parent (06ecfb8) the remake tests fail at verify_view: the file is missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from qbhook.move.locks import group_lock
+from tests.unit.test_executor import FILES, H1, H2, Crash, world  # noqa: F401  (fixture)
+from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
+from tests.unit.test_repair_executor import _linked_from_library, _lose_files, _missing_pair, _plan
+from tests.unit.test_repair_write_place import _refused_once, _twins
+from tests.unit.test_write_place_live import WRITE_PLACE  # noqa: F401  (what _refused_once reads)
+
+MOVIE = FILES[0][0]
+
+
+def _library_as_it_was(lib: dict[str, str]) -> dict[str, tuple]:
+    return {rel: (os.lstat(p).st_ino, Path(p).read_bytes()) for rel, p in lib.items()}
+
+
+def _killed_before_the_recheck(w, lib):
+    """One repair (H1) that made its view and was killed before its recheck."""
+    plan = _plan(w, lib)
+
+    def kill(point, _gid, _seq, step):
+        if point == "before" and step.kind == "repair":
+            raise Crash
+
+    with pytest.raises(Crash):
+        w.executor(hook=kill).apply(plan)
+    _linked_from_library(w, lib)
+    return plan
+
+
+@pytest.mark.parametrize("progress", [1.0, 0.5], ids=["recheck-100", "recheck-50"])
+def test_a_resumed_repair_makes_the_files_gone_since_again(world, progress):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    _killed_before_the_recheck(w, lib)
+    before = _library_as_it_was(lib)
+    for rel, _data in FILES:
+        os.unlink(os.path.join(w.seed_s, rel))  # gone while qbhook was down (the library keeps its own)
+    w.qbt.fail_at[w.seed_s] = progress
+    (run,) = w.executor().resume()
+    assert _library_as_it_was(lib) == before
+    if progress == 1.0:
+        assert run.groups_done and not run.groups_failed, run.groups_failed
+        _linked_from_library(w, lib)
+        assert w.qbt.t[H1].progress == 1.0 and not w.qbt.t[H1].stopped
+        return
+    # Made again by this group, so its undo takes them back: no library inode left under it.
+    (reason,) = run.groups_failed.values()
+    assert "50.0%" in reason, reason
+    assert not any(os.path.lexists(os.path.join(w.seed_s, rel)) for rel, _d in FILES)
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+
+
+def test_another_file_at_a_finished_links_name_is_never_replaced(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    _killed_before_the_recheck(w, lib)
+    dst = os.path.join(w.seed_s, MOVIE)
+    os.unlink(dst)
+    with open(dst, "wb") as f:
+        f.write(b"someone's own file")
+    ino = os.lstat(dst).st_ino
+    (run,) = w.executor().resume()
+    (reason,) = run.groups_failed.values()
+    assert reason.startswith("verify_view failed"), reason
+    assert os.lstat(dst).st_ino == ino and Path(dst).read_bytes() == b"someone's own file"
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+
+
+def test_a_twin_whose_found_links_its_failed_twin_took_is_judged_again(world):  # noqa: F811
+    """R105: gA (H1) links, is killed; resumed, gA is busy while gB (H2) finds gA's links
+    (``already``) and is killed; resumed again, gA's recheck ends at 50 % and it takes its links.
+    gB makes them again only through the write-place check: H1, stopped under 100 % on those very
+    names by its failed repair, is no twin any more (R99) and may write there, so gB is refused
+    in one line naming it (the parent failed at its view: the files were missing). Never a
+    library link left under H1."""
+    w = world
+    lib = _twins(w)
+    before = _library_as_it_was(lib)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    ga, gb = (g.group_id for g in plan.groups)
+    act = {ga: "kill", gb: "kill"}
+
+    def hook(point, gid, _seq, step):
+        if point == "before" and step.kind == "repair":
+            if act.get(gid) == "kill":
+                raise Crash
+            w.qbt.fail_at[w.seed_s] = 0.5 if act.get(gid) == "fail" else 1.0
+
+    with pytest.raises(Crash):
+        w.executor(hook=hook).apply(plan)
+    with group_lock(w.cfg, ga), pytest.raises(Crash):
+        w.executor(hook=hook, group_lock_wait=0.01).resume()
+    act.update({ga: "fail", gb: "ok"})
+    (run,) = w.executor(hook=hook).resume()
+    reasons = run.groups_failed
+    assert "50.0%" in reasons[ga], reasons
+    _refused_once(reasons[gb], os.path.join(w.seed_s, MOVIE), f"({H1[:8]} on qbt), not settled (stoppedDL, 50%)")
+    assert _library_as_it_was(lib) == before
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())
+    assert w.qbt.t[H2].stopped
+
+
+def test_a_twin_whose_failed_twin_is_gone_finishes_on_its_links_made_again(world):  # noqa: F811
+    """R105 as above, but H1 is removed from qBittorrent after its failed repair: nothing else may
+    write at gB's names, and gB makes its links again and finishes at 100 %."""
+    w = world
+    lib = _twins(w)
+    before = _library_as_it_was(lib)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    ga, gb = (g.group_id for g in plan.groups)
+    act = {ga: "kill", gb: "kill"}
+
+    def hook(point, gid, _seq, step):
+        if point == "before" and step.kind == "repair":
+            if act.get(gid) == "kill":
+                raise Crash
+            w.qbt.fail_at[w.seed_s] = 0.5 if act.get(gid) == "fail" else 1.0
+
+    with pytest.raises(Crash):
+        w.executor(hook=hook).apply(plan)
+    with group_lock(w.cfg, ga), pytest.raises(Crash):
+        w.executor(hook=hook, group_lock_wait=0.01).resume()
+    act.update({ga: "fail", gb: "ok"})
+    with group_lock(w.cfg, gb):  # gA fails first, alone
+        (run,) = w.executor(hook=hook, group_lock_wait=0.01).resume()
+    assert "50.0%" in run.groups_failed[ga], run.groups_failed
+    del w.qbt.t[H1]  # a person removed the failed torrent
+    (run,) = w.executor(hook=hook).resume()
+    assert run.groups_done == [gb], run.groups_failed
+    assert w.qbt.t[H2].progress == 1.0 and not w.qbt.t[H2].stopped
+    assert _library_as_it_was(lib) == before
+    for rel, p in lib.items():
+        assert os.lstat(os.path.join(w.seed_s, rel)).st_ino == os.lstat(p).st_ino
