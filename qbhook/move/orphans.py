@@ -96,7 +96,8 @@ the grace period, or a cross-seed match injected onto it), that is a leftover vi
 journal still tracks (quarantined by an older qbhook), that may be the data of a torrent
 missing its files (held before that torrent went missing), or that a library's symlink
 reaches (made in the grace period: by the held file's identity, or by its original place,
-where that symlink now dangles), is kept in holding and reported,
+where that symlink now dangles; outside the seeding roots, or in a not-seeding folder below one,
+``library_of``'s one rule), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -119,7 +120,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from qbhook.catalog import library_links, state
+from qbhook.catalog import findwalk, library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
@@ -516,26 +517,50 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
-def library_of(cfg, walk: Walk | None = None, anchors: Iterable[str] | None = None) -> LibraryLinks:
-    """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk and the
-    purge refuse, one line): a library's symlink not seen makes its data look reclaimable.
+def library_of(cfg, anchors: Iterable[str] | None = None, walk: Walk | None = None) -> LibraryLinks:
+    """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk, the purge
+    and the finish of a quarantine refuse, one line): a library's symlink not seen makes its data
+    look reclaimable.
 
-    With the orphans ``walk`` (and every torrent's save and download path, ``anchors``): also each
-    symlink it met in a not-seeding folder (``seeding_folders``), followed. ``collect`` never
-    enters a seeding root (a symlink there is cross-seed's), so a library below a root set too
-    high (TRaSH's layout) linked its data unseen: its target was quarantined and purged (R89)."""
+    With every torrent's save and download path (``anchors``): also each symlink below a seeding
+    root in a not-seeding folder (``seeding_folders``), followed: the ones the orphans ``walk`` met,
+    or, without one, the ones a walk of the seeding roots for symlinks meets (``_root_symlinks``).
+    ``collect`` never enters a seeding root (a symlink there is cross-seed's), so a library below a
+    root set too high (TRaSH's layout) linked its data unseen: its target was quarantined and
+    purged (R89); and the purge, given no walk, still purged what such a symlink made in the grace
+    period reached (R92). The one rule of which symlinks below a seeding root are a library's."""
     try:
         found = library_links.collect(cfg)
-        if walk is None or anchors is None or not walk.symlinks:
+        if anchors is None:
             return found
         seeding = seeding_folders(anchors)
-        theirs = [link for link, root in walk.symlinks if seeding.outside_at(link, root) is not None]
+        met = walk.symlinks if walk is not None else _root_symlinks(cfg, seeding)
+        theirs = [link for link, root in met if seeding.outside_at(link, root) is not None]
         return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
             f"refusing: {e.message}",
             hint=f"a library's symlink not seen would make its data look reclaimable; {e.hint}",
         ) from None
+
+
+def _root_symlinks(cfg, seeding: SeedingFolders) -> list[tuple[str, str]]:
+    """Each symlink below a seeding root outside its seeding folders, with that root
+    (``Walk.symlinks``' form), for a caller without an orphans walk: a root at or below a save path
+    is seeding whole, not walked; the seeding folders below one are pruned (``library_links.
+    below_seeding_root``), only the highest of them named (a few: one test each per folder)."""
+    ignore = findwalk.ignore_set(cfg.scan)
+    anchors = seeding.anchors or frozenset()
+    out: list[tuple[str, str]] = []
+    for pool in cfg.pools:
+        for r in pool.seeding_roots:
+            root = os.path.normpath(str(r))
+            if not os.path.isdir(root) or any(up in anchors for up in _upward(root)):
+                continue  # a missing root holds nothing; one at or below a save path is all seeding
+            below = {a for a in anchors if a != root and is_within(a, root)}
+            prune = [a for a in below if not any(up in below for up in _upward(posixpath.dirname(a)))]
+            out += [(link, root) for link in library_links.below_seeding_root(pool.name, root, prune, ignore)]
+    return out
 
 
 def library_link(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
@@ -1536,7 +1561,7 @@ def find_orphans(
             unfinished_runs=tuple(r.id for r in runs),
         )
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_of(cfg, walk, refs.anchors))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg, refs.anchors, walk))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
     with _folders_of(cfg) as folders:
@@ -1840,7 +1865,7 @@ def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> Referen
     try:
         refs = references(clients(), FINISH)
         check_listing(refs.torrents, refs.moving, FINISH, refs.unsized)
-        return replace(refs, library=library_of(cfg))
+        return replace(refs, library=library_of(cfg, refs.anchors))
     except QbhookError as e:
         why = e.message if isinstance(e, OrphansRefused) else f"refusing to {FINISH}: {e.message}"
         raise OrphansRefused(why) from None
@@ -2004,7 +2029,7 @@ def screen_held(
     grace: float,
     now: float | HoldClock,
     leftover_views: frozenset[str] = frozenset(),
-    library: Callable[[], LibraryLinks] = lambda: NO_LINKS,
+    library: Callable[[frozenset[str] | None], LibraryLinks] = lambda _anchors: NO_LINKS,
     folder_identity: library_links.Identity | None = None,
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
@@ -2020,7 +2045,8 @@ def screen_held(
     nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
     torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's
     symlink (``library_link``: by the held file's identity, or by its original place, where the
-    symlink now dangles; ``library`` collects them, only when an orphan is due; a folder target
+    symlink now dangles; ``library`` collects them from every torrent's save and download path,
+    ``References.anchors``, only when an orphan is due: ``library_of``; a folder target
     also by the identity of a folder above that place, ``folder_identity``: a bind mount's alias).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved, one missing its files without sizes: ``check_listing``) refuses the purge of
@@ -2035,7 +2061,7 @@ def screen_held(
     try:
         refs = references(clients(), PURGE)
         check_listing(refs.torrents, refs.moving, PURGE, refs.unsized)
-        refs = replace(refs, library=library(), folder_identity=folder_identity)
+        refs = replace(refs, library=library(refs.anchors), folder_identity=folder_identity)
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
@@ -2127,7 +2153,7 @@ def purge_held(
             grace=grace,
             now=clock,
             leftover_views=journal.leftover_paths(),
-            library=lambda: library_of(cfg),
+            library=lambda anchors: library_of(cfg, anchors),
             folder_identity=folders.identity,
         )
     doubt = fsops.clock_doubts(held, clock, grace)
