@@ -22,7 +22,9 @@ are the thin side effects around it):
   their pieces in ``.unwanted`` and part files), in its save or its download path, anywhere in
   either for one that lacks metadata (a bare magnet is named by its info hash: where its data
   lies is not known yet), or in qBittorrent's temp path (each such place by its path, as listed
-  and resolved, and by identity: a folder above the file that is one, ``References.protected_ids``),
+  and resolved, and by identity: a folder above the file that is one, ``References.protected_ids``;
+  one that holds a whole seeding root, a magnet saved through a symlink onto ``/``, is named in a
+  warning, ``kept_whole_roots``, else the listing read as nothing to reclaim),
   or is what a file of such a torrent reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
   names, read through its client's path_map as well: cross-seed's symlink mode fills a real
@@ -259,6 +261,10 @@ class References:
     # realpath's lstat fails there (ENAMETOOLONG) and it takes the link for a folder, so a magnet's
     # data was quarantined and purged (R89). One that cannot be stat-ed protects by spelling only.
     protected_ids: frozenset[tuple[int, int]] = frozenset()
+    # Each place of ``protected`` kept whole, as listed -> who keeps it ("torrent NAME (no metadata
+    # yet)", "client NAME's temp path"): one that holds a whole seeding root is named for a person
+    # (``kept_whole_roots``), not left to read as "0 reclaimable".
+    keepers: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -362,6 +368,9 @@ class Report:
     # (symlink, seeding root): a library symlink onto a folder holding a whole seeding root, so
     # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
+    # (who, place, seeding root): a place a torrent not complete (or a temp path) keeps whole that
+    # holds a whole seeding root, so nothing below it is an orphan (``kept_whole_roots``); a warning.
+    kept_whole: list[tuple[str, str, str]] = field(default_factory=list)
     unfinished_runs: tuple[int, ...] = ()  # runs that did not finish (``References.unfinished_runs``)
     # The highest folders below a seeding root that no torrent's save or download path lies at or
     # below (``SeedingFolders.outside``; a file where every folder on its way holds one): their
@@ -392,6 +401,7 @@ class Report:
             "drop_names": list(self.drops),
             "torrents": self.torrents,
             "whole_roots": [{"symlink": link, "root": root} for link, root in self.whole_roots],
+            "kept_whole_roots": [{"by": by, "place": place, "root": root} for by, place, root in self.kept_whole],
             "unfinished_runs": list(self.unfinished_runs),
         }
 
@@ -1115,7 +1125,7 @@ def _join(d: str, name: str) -> str:
 
 def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
-    protected: list[str] = []
+    protected: dict[str, str] = {}  # each place kept whole -> who keeps it (``References.keepers``)
     moving: list[str] = []
     listings: list[ClientListing] = []
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
@@ -1128,7 +1138,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         mine: set[str] = set()  # this client's complete torrents' files
         partial: set[str] = set()  # the files of its torrents not complete, where it keeps them
         listing, temp = _list_client(c, label, doing)
-        protected += temp
+        protected.update(dict.fromkeys(temp, f"client {label}'s temp path"))
         for t, fs in listing:
             n += 1
             if t.state == "moving":
@@ -1146,7 +1156,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             elif t.has_metadata and save and not t.is_fetching and (gone := _absent_wanted(t, save, fs)):
                 # (One its client is still getting: a file not written yet is the download, not a loss.)
                 maybe_missing.append((t, fs, (), gone))  # rechecked to 0 % after its folder was renamed
-            protected += _in_use_folders(t, fs, bases)
+            protected.update(dict.fromkeys(_in_use_folders(t, fs, bases), _keeper(t)))
             # ...and what its files reach (a folder of symlinks holds none of its data), skipped ones too.
             held_back = _unwanted([f for f in fs if not f.wanted])  # only a skipped file is kept there
             partial.update(os.path.normpath(posixpath.join(b, rel)) for b in bases for rel in held_back)
@@ -1155,11 +1165,11 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         found.add(mine, partial, _host_maps(c))
     # A folder in use reached through a symlink: what it points at is in use too.
     seen = set(protected)
-    protected += [r for r in {_real(p) for p in seen} if r not in seen]
+    resolved = [r for r in {_real(p) for p in seen} if r not in seen]
     missing, unsized = _missing(maybe_missing, found.absent)
     return References(
         frozenset(found.files | found.targets),
-        tuple(protected),
+        (*protected, *resolved),
         n,
         tuple(moving),
         clients=tuple(listings),
@@ -1172,7 +1182,13 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
         anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
         protected_ids=_stat_ids(seen),  # ...and by identity, whatever realpath can spell
+        keepers=protected,
     )
+
+
+def _keeper(t: TorrentInfo) -> str:
+    """Who keeps the places ``_in_use_folders`` gives for ``t``, as a warning names it."""
+    return f"torrent {t.name or t.hash} ({'not complete' if t.has_metadata else 'no metadata yet'})"
 
 
 def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]]):
@@ -1574,9 +1590,32 @@ def find_orphans(
         )
     check_guards(report, cfg.policy.orphans_max_share)
     report.whole_roots = refs.library.whole_roots(r for p in cfg.pools for r in p.seeding_roots)
+    report.kept_whole = kept_whole_roots(refs, (r for p in cfg.pools for r in p.seeding_roots))
     if catalog is not None:
         record(catalog.conn, report)
     return report
+
+
+def kept_whole_roots(refs: References, roots: Iterable) -> list[tuple[str, str, str]]:
+    """(who, place, seeding root) for each of ``roots`` that a place ``refs`` keeps whole holds:
+    the root itself or a folder above it, as listed, resolved or by identity (a save path that is
+    a symlink onto ``/`` or onto the pool root). Nothing below that root is an orphan while it is
+    kept (a bare magnet keeps its whole save path, ``_in_use_folders``): kept so, only ever more
+    protection, but a person is told which torrent, else the listing read as "0 reclaimable".
+    Sorted, one per root. One realpath and one stat per kept place."""
+    looked = []
+    for place, who in refs.keepers.items():
+        got = _stat_ids((place,))
+        looked.append((who, place, {place, _real(place)}, next(iter(got), None)))
+    out = []
+    for r in roots:
+        root = os.path.normpath(str(r))
+        spelled, chain = {root, _real(root)}, _stat_ids(_upward(root))  # the root and every folder above it
+        for who, place, places, key in looked:
+            if key in chain or any(is_within(s, p) for s in spelled for p in places):
+                out.append((who, place, root))
+                break
+    return sorted(out)
 
 
 def _either(first: References, again: References) -> References:
@@ -1603,6 +1642,7 @@ def _either(first: References, again: References) -> References:
         },
         anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
         protected_ids=first.protected_ids | again.protected_ids,
+        keepers={**again.keepers, **first.keepers},
     )
 
 
