@@ -34,7 +34,8 @@ qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at e
 else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
 there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``; one the orphans
 walk meets in a folder no torrent is saved in, a library below a root set too high, it follows
-too: ``followed``, ``orphans.library_of``). Unlike the
+too: ``followed``, ``orphans.library_of``; the purge of holding, which has no such walk, lists
+them by ``below_seeding_root``). Unlike the
 scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
 ``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
 tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links
@@ -250,7 +251,27 @@ def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps:
                 for k, v in new.items():
                     kept.setdefault(k, v)
             return
-    raise LibraryLinksUnseen(
+    raise _kept_changing(pool, gone)
+
+
+def below_seeding_root(pool: str, root: str, prune: Iterable[str], ignore: set[bytes]) -> list[str]:
+    """The symlinks below the seeding root ``root`` of ``pool``, outside the folders ``prune`` (where
+    torrents are saved: a symlink there is cross-seed's, not a library's), unfollowed: for a caller
+    with no orphans walk of its own (the purge of holding, the finish of a quarantine that died)
+    whose rule (``orphans.library_of``) keeps those in a folder no torrent is saved in, a library
+    below a root set too high. ``collect``'s walk (nothing followed, mounts crossed, ignored names
+    pruned) and its rule for an entry that vanished (walked again, up to ``WALKS``)."""
+    gone = None
+    for _ in range(WALKS):
+        links, gone = _symlinks(pool, root, set(prune), ignore)
+        if gone is None:
+            return links
+    raise _kept_changing(pool, gone)
+
+
+def _kept_changing(pool: str, gone: str | None) -> LibraryLinksUnseen:
+    """The refusal of a walk whose every try saw an entry vanish (``_pool_links``' rule)."""
+    return LibraryLinksUnseen(
         f"cannot look for library symlinks in pool {pool} (its folders kept changing: each of {WALKS}"
         f" walks saw an entry vanish, as a renamed folder does, the last {gone})",
         hint="run it again once the library is done renaming (an *arr's import)",

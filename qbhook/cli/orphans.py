@@ -101,6 +101,12 @@ def _show_report(d: dict, quarantine: bool) -> None:
             f"{shown(w['root'])}: nothing below it is reclaimable",
             err=True,
         )
+    for k in d.get("kept_whole_roots", ()):  # kept (only ever more protection), but a person must know
+        echo_shown(
+            f"qbhook: warning: {k['by']} keeps {shown(k['place'])} whole, which holds all of seeding root "
+            f"{shown(k['root'])}: nothing below it is an orphan while it does",
+            err=True,
+        )
     for p in d.get("drop_names", ()):  # a link a killed delete left hidden: a person looks (R19)
         echo_shown(
             f"qbhook: warning: {shown(p)}: a link a killed qbhook delete left under its temporary name "

@@ -22,7 +22,9 @@ are the thin side effects around it):
   their pieces in ``.unwanted`` and part files), in its save or its download path, anywhere in
   either for one that lacks metadata (a bare magnet is named by its info hash: where its data
   lies is not known yet), or in qBittorrent's temp path (each such place by its path, as listed
-  and resolved, and by identity: a folder above the file that is one, ``References.protected_ids``),
+  and resolved, and by identity: a folder above the file that is one, ``References.protected_ids``;
+  one that holds a whole seeding root, a magnet saved through a symlink onto ``/``, is named in a
+  warning, ``kept_whole_roots``, else the listing read as nothing to reclaim),
   or is what a file of such a torrent reaches (``partial_inodes``:
   stat-ed through its symlinks, in its save and download paths, or the place a dangling one
   names, read through its client's path_map as well: cross-seed's symlink mode fills a real
@@ -96,7 +98,8 @@ the grace period, or a cross-seed match injected onto it), that is a leftover vi
 journal still tracks (quarantined by an older qbhook), that may be the data of a torrent
 missing its files (held before that torrent went missing), or that a library's symlink
 reaches (made in the grace period: by the held file's identity, or by its original place,
-where that symlink now dangles), is kept in holding and reported,
+where that symlink now dangles; outside the seeding roots, or in a not-seeding folder below one,
+``library_of``'s one rule), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -119,7 +122,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from qbhook.catalog import library_links, state
+from qbhook.catalog import findwalk, library_links, state
 from qbhook.catalog.library_links import NO_LINKS, LibraryLinks
 from qbhook.clients.model import PART_SUFFIX, TorrentFile, TorrentInfo, is_part_file
 from qbhook.clients.port import ClientPort
@@ -258,6 +261,10 @@ class References:
     # realpath's lstat fails there (ENAMETOOLONG) and it takes the link for a folder, so a magnet's
     # data was quarantined and purged (R89). One that cannot be stat-ed protects by spelling only.
     protected_ids: frozenset[tuple[int, int]] = frozenset()
+    # Each place of ``protected`` kept whole, as listed -> who keeps it ("torrent NAME (no metadata
+    # yet)", "client NAME's temp path"): one that holds a whole seeding root is named for a person
+    # (``kept_whole_roots``), not left to read as "0 reclaimable".
+    keepers: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -361,6 +368,9 @@ class Report:
     # (symlink, seeding root): a library symlink onto a folder holding a whole seeding root, so
     # nothing below it is reclaimable (``LibraryLinks.whole_roots``); shown as a warning.
     whole_roots: list[tuple[str, str]] = field(default_factory=list)
+    # (who, place, seeding root): a place a torrent not complete (or a temp path) keeps whole that
+    # holds a whole seeding root, so nothing below it is an orphan (``kept_whole_roots``); a warning.
+    kept_whole: list[tuple[str, str, str]] = field(default_factory=list)
     unfinished_runs: tuple[int, ...] = ()  # runs that did not finish (``References.unfinished_runs``)
     # The highest folders below a seeding root that no torrent's save or download path lies at or
     # below (``SeedingFolders.outside``; a file where every folder on its way holds one): their
@@ -391,6 +401,7 @@ class Report:
             "drop_names": list(self.drops),
             "torrents": self.torrents,
             "whole_roots": [{"symlink": link, "root": root} for link, root in self.whole_roots],
+            "kept_whole_roots": [{"by": by, "place": place, "root": root} for by, place, root in self.kept_whole],
             "unfinished_runs": list(self.unfinished_runs),
         }
 
@@ -516,26 +527,50 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
-def library_of(cfg, walk: Walk | None = None, anchors: Iterable[str] | None = None) -> LibraryLinks:
-    """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk and the
-    purge refuse, one line): a library's symlink not seen makes its data look reclaimable.
+def library_of(cfg, anchors: Iterable[str] | None = None, walk: Walk | None = None) -> LibraryLinks:
+    """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk, the purge
+    and the finish of a quarantine refuse, one line): a library's symlink not seen makes its data
+    look reclaimable.
 
-    With the orphans ``walk`` (and every torrent's save and download path, ``anchors``): also each
-    symlink it met in a not-seeding folder (``seeding_folders``), followed. ``collect`` never
-    enters a seeding root (a symlink there is cross-seed's), so a library below a root set too
-    high (TRaSH's layout) linked its data unseen: its target was quarantined and purged (R89)."""
+    With every torrent's save and download path (``anchors``): also each symlink below a seeding
+    root in a not-seeding folder (``seeding_folders``), followed: the ones the orphans ``walk`` met,
+    or, without one, the ones a walk of the seeding roots for symlinks meets (``_root_symlinks``).
+    ``collect`` never enters a seeding root (a symlink there is cross-seed's), so a library below a
+    root set too high (TRaSH's layout) linked its data unseen: its target was quarantined and
+    purged (R89); and the purge, given no walk, still purged what such a symlink made in the grace
+    period reached (R92). The one rule of which symlinks below a seeding root are a library's."""
     try:
         found = library_links.collect(cfg)
-        if walk is None or anchors is None or not walk.symlinks:
+        if anchors is None:
             return found
         seeding = seeding_folders(anchors)
-        theirs = [link for link, root in walk.symlinks if seeding.outside_at(link, root) is not None]
+        met = walk.symlinks if walk is not None else _root_symlinks(cfg, seeding)
+        theirs = [link for link, root in met if seeding.outside_at(link, root) is not None]
         return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
             f"refusing: {e.message}",
             hint=f"a library's symlink not seen would make its data look reclaimable; {e.hint}",
         ) from None
+
+
+def _root_symlinks(cfg, seeding: SeedingFolders) -> list[tuple[str, str]]:
+    """Each symlink below a seeding root outside its seeding folders, with that root
+    (``Walk.symlinks``' form), for a caller without an orphans walk: a root at or below a save path
+    is seeding whole, not walked; the seeding folders below one are pruned (``library_links.
+    below_seeding_root``), only the highest of them named (a few: one test each per folder)."""
+    ignore = findwalk.ignore_set(cfg.scan)
+    anchors = seeding.anchors or frozenset()
+    out: list[tuple[str, str]] = []
+    for pool in cfg.pools:
+        for r in pool.seeding_roots:
+            root = os.path.normpath(str(r))
+            if not os.path.isdir(root) or any(up in anchors for up in _upward(root)):
+                continue  # a missing root holds nothing; one at or below a save path is all seeding
+            below = {a for a in anchors if a != root and is_within(a, root)}
+            prune = [a for a in below if not any(up in below for up in _upward(posixpath.dirname(a)))]
+            out += [(link, root) for link in library_links.below_seeding_root(pool.name, root, prune, ignore)]
+    return out
 
 
 def library_link(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
@@ -1090,7 +1125,7 @@ def _join(d: str, name: str) -> str:
 
 def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     """Ask every client for every torrent and its files; any failure refuses (never a partial answer)."""
-    protected: list[str] = []
+    protected: dict[str, str] = {}  # each place kept whole -> who keeps it (``References.keepers``)
     moving: list[str] = []
     listings: list[ClientListing] = []
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
@@ -1103,7 +1138,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         mine: set[str] = set()  # this client's complete torrents' files
         partial: set[str] = set()  # the files of its torrents not complete, where it keeps them
         listing, temp = _list_client(c, label, doing)
-        protected += temp
+        protected.update(dict.fromkeys(temp, f"client {label}'s temp path"))
         for t, fs in listing:
             n += 1
             if t.state == "moving":
@@ -1121,7 +1156,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             elif t.has_metadata and save and not t.is_fetching and (gone := _absent_wanted(t, save, fs)):
                 # (One its client is still getting: a file not written yet is the download, not a loss.)
                 maybe_missing.append((t, fs, (), gone))  # rechecked to 0 % after its folder was renamed
-            protected += _in_use_folders(t, fs, bases)
+            protected.update(dict.fromkeys(_in_use_folders(t, fs, bases), _keeper(t)))
             # ...and what its files reach (a folder of symlinks holds none of its data), skipped ones too.
             held_back = _unwanted([f for f in fs if not f.wanted])  # only a skipped file is kept there
             partial.update(os.path.normpath(posixpath.join(b, rel)) for b in bases for rel in held_back)
@@ -1130,11 +1165,11 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         found.add(mine, partial, _host_maps(c))
     # A folder in use reached through a symlink: what it points at is in use too.
     seen = set(protected)
-    protected += [r for r in {_real(p) for p in seen} if r not in seen]
+    resolved = [r for r in {_real(p) for p in seen} if r not in seen]
     missing, unsized = _missing(maybe_missing, found.absent)
     return References(
         frozenset(found.files | found.targets),
-        tuple(protected),
+        (*protected, *resolved),
         n,
         tuple(moving),
         clients=tuple(listings),
@@ -1147,7 +1182,13 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
         anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
         protected_ids=_stat_ids(seen),  # ...and by identity, whatever realpath can spell
+        keepers=protected,
     )
+
+
+def _keeper(t: TorrentInfo) -> str:
+    """Who keeps the places ``_in_use_folders`` gives for ``t``, as a warning names it."""
+    return f"torrent {t.name or t.hash} ({'not complete' if t.has_metadata else 'no metadata yet'})"
 
 
 def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]]):
@@ -1536,7 +1577,7 @@ def find_orphans(
             unfinished_runs=tuple(r.id for r in runs),
         )
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_of(cfg, walk, refs.anchors))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg, refs.anchors, walk))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
     with _folders_of(cfg) as folders:
@@ -1549,9 +1590,32 @@ def find_orphans(
         )
     check_guards(report, cfg.policy.orphans_max_share)
     report.whole_roots = refs.library.whole_roots(r for p in cfg.pools for r in p.seeding_roots)
+    report.kept_whole = kept_whole_roots(refs, (r for p in cfg.pools for r in p.seeding_roots))
     if catalog is not None:
         record(catalog.conn, report)
     return report
+
+
+def kept_whole_roots(refs: References, roots: Iterable) -> list[tuple[str, str, str]]:
+    """(who, place, seeding root) for each of ``roots`` that a place ``refs`` keeps whole holds:
+    the root itself or a folder above it, as listed, resolved or by identity (a save path that is
+    a symlink onto ``/`` or onto the pool root). Nothing below that root is an orphan while it is
+    kept (a bare magnet keeps its whole save path, ``_in_use_folders``): kept so, only ever more
+    protection, but a person is told which torrent, else the listing read as "0 reclaimable".
+    Sorted, one per root. One realpath and one stat per kept place."""
+    looked = []
+    for place, who in refs.keepers.items():
+        got = _stat_ids((place,))
+        looked.append((who, place, {place, _real(place)}, next(iter(got), None)))
+    out = []
+    for r in roots:
+        root = os.path.normpath(str(r))
+        spelled, chain = {root, _real(root)}, _stat_ids(_upward(root))  # the root and every folder above it
+        for who, place, places, key in looked:
+            if key in chain or any(is_within(s, p) for s in spelled for p in places):
+                out.append((who, place, root))
+                break
+    return sorted(out)
 
 
 def _either(first: References, again: References) -> References:
@@ -1578,6 +1642,7 @@ def _either(first: References, again: References) -> References:
         },
         anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
         protected_ids=first.protected_ids | again.protected_ids,
+        keepers={**again.keepers, **first.keepers},
     )
 
 
@@ -1840,7 +1905,7 @@ def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> Referen
     try:
         refs = references(clients(), FINISH)
         check_listing(refs.torrents, refs.moving, FINISH, refs.unsized)
-        return replace(refs, library=library_of(cfg))
+        return replace(refs, library=library_of(cfg, refs.anchors))
     except QbhookError as e:
         why = e.message if isinstance(e, OrphansRefused) else f"refusing to {FINISH}: {e.message}"
         raise OrphansRefused(why) from None
@@ -2004,7 +2069,7 @@ def screen_held(
     grace: float,
     now: float | HoldClock,
     leftover_views: frozenset[str] = frozenset(),
-    library: Callable[[], LibraryLinks] = lambda: NO_LINKS,
+    library: Callable[[frozenset[str] | None], LibraryLinks] = lambda _anchors: NO_LINKS,
     folder_identity: library_links.Identity | None = None,
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
@@ -2020,7 +2085,8 @@ def screen_held(
     nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
     torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's
     symlink (``library_link``: by the held file's identity, or by its original place, where the
-    symlink now dangles; ``library`` collects them, only when an orphan is due; a folder target
+    symlink now dangles; ``library`` collects them from every torrent's save and download path,
+    ``References.anchors``, only when an orphan is due: ``library_of``; a folder target
     also by the identity of a folder above that place, ``folder_identity``: a bind mount's alias).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved, one missing its files without sizes: ``check_listing``) refuses the purge of
@@ -2035,7 +2101,7 @@ def screen_held(
     try:
         refs = references(clients(), PURGE)
         check_listing(refs.torrents, refs.moving, PURGE, refs.unsized)
-        refs = replace(refs, library=library(), folder_identity=folder_identity)
+        refs = replace(refs, library=library(refs.anchors), folder_identity=folder_identity)
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
@@ -2127,7 +2193,7 @@ def purge_held(
             grace=grace,
             now=clock,
             leftover_views=journal.leftover_paths(),
-            library=lambda: library_of(cfg),
+            library=lambda anchors: library_of(cfg, anchors),
             folder_identity=folders.identity,
         )
     doubt = fsops.clock_doubts(held, clock, grace)

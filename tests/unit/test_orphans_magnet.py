@@ -11,6 +11,7 @@ import os
 import pytest
 
 from qbhook.move import orphans
+from qbhook.paths import is_within
 from tests.helpers import write
 from tests.unit.rtorrent.conftest import FakeRtorrent, wired
 from tests.unit.test_executor import FakeTorrent
@@ -77,3 +78,35 @@ def test_nothing_below_a_magnet_s_save_or_download_path_is_an_orphan(world, wher
     assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [] and os.path.exists(path)
     w.qbt.t.pop(H3)  # gone again: the file is an orphan once more
     assert path in {o.path for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+
+
+@pytest.mark.parametrize("onto", ["/", "pool root"])
+def test_a_magnet_whose_save_path_holds_a_whole_seeding_root_is_named_not_silent(world, capsys, onto):  # noqa: F811
+    """R92: a bare magnet keeps its whole save path (``_in_use_folders``); one saved through a
+    symlink onto ``/`` (or onto a folder above the seeding roots) keeps every file below every
+    root, and the listing said only "0 reclaimable". It keeps them still (only ever more
+    protection), but says which torrent and place, one line per root, and in --json."""
+    from qbhook.cli.orphans import _show_report
+
+    w = world
+    path = write(os.path.join(w.seed_s, "old/Gone/a.mkv"), b"old data" * 100)
+    link = os.path.join(str(w.stash), "everything")
+    os.symlink("/" if onto == "/" else str(w.stash), link)
+    w.qbt.add(magnet(link))
+
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+
+    assert path not in {o.path for o in report.orphans}
+    roots = {str(r) for p in w.cfg.pools for r in p.seeding_roots if onto == "/" or is_within(r, w.stash)}
+    kept = report.as_dict()["kept_whole_roots"]
+    assert {k["root"] for k in kept} == roots and {k["place"] for k in kept} == {link}
+    assert all(k["by"] == f"torrent {H3} (no metadata yet)" for k in kept)
+    _show_report(report.as_dict(), False)
+    err = capsys.readouterr().err
+    assert f"torrent {H3} (no metadata yet) keeps {link} whole" in err and w.seed_s in err
+
+
+def test_a_magnet_saved_below_the_seeding_root_names_no_root(world):  # noqa: F811
+    w = world
+    w.qbt.add(magnet(os.path.join(w.seed_s, "incoming")))
+    assert orphans.find_orphans(w.cfg, [w.qbt]).as_dict()["kept_whole_roots"] == []

@@ -77,3 +77,73 @@ def test_a_library_symlink_below_the_root_keeps_its_target(world):  # noqa: F811
 
     assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
     assert res.held == [] and os.path.exists(lib)
+
+
+@pytest.mark.parametrize("onto", ["its old place", "the held file"])
+def test_the_purge_keeps_a_held_orphan_a_library_below_the_root_links_since(world, onto):  # noqa: F811
+    """R92: quarantined while nothing used it; in the grace period the library below the root set too
+    high (a not-seeding folder, which ``library_links.collect`` never enters) links it by a symlink,
+    onto its old place (dangling) or onto the file in holding. The purge kept only what a symlink
+    outside the seeding roots reaches, so it deleted the library's only copy; it keeps it now, as
+    the quarantine's walk does (``library_of``), one line naming the symlink."""
+    w = world
+    mv = layout(w)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert res.held == [data] and not os.path.exists(data)
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data if onto == "its old place" else h.path, lib)
+    expire(w)
+
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert out.refused is None and [(k.held, k.origin) for k in out.kept] == [(h.path, data)]
+    assert os.path.exists(h.path)
+    assert out.kept[0].line().endswith(f"a library links it by a symbolic link: {lib}")
+
+
+def test_the_purge_does_not_take_a_torrent_saved_in_a_seeding_folder_for_a_library(world):  # noqa: F811
+    """Only a symlink in a not-seeding folder is a library's: one in a folder a torrent is saved in
+    is cross-seed's, and the purge goes on with the held orphan it does not reach."""
+    w = world
+    mv = layout(w)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"orphan" * 100)
+    write(os.path.join(mv, "Other/o.mkv"), b"o" * 10)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [data, os.path.join(mv, "Other/o.mkv")]
+    os.symlink(os.path.join(mv, "Keep/k.bin"), os.path.join(mv, "Keep/link.bin"))
+    expire(w)
+
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert out.refused is None and out.kept == [] and [h for h in w.journal.held_links() if h.orphan] == []
+
+
+def test_the_finish_of_a_died_quarantine_leaves_in_place_what_a_library_below_the_root_links_since(
+    world,  # noqa: F811
+    monkeypatch,
+):
+    """R92: the finish of a quarantine that died asks the libraries again (``_finish_listing``), by
+    the same rule as the quarantine's walk: a symlink made since in a not-seeding folder keeps its
+    target in place (one ``collect`` alone never sees)."""
+    from qbhook.move import fsops
+
+    class Kill(BaseException):
+        pass
+
+    w = world
+    mv = layout(w)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    monkeypatch.setattr(fsops, "hold_unreferenced", lambda *a, **k: (_ for _ in ()).throw(Kill()))
+    with pytest.raises(Kill):
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    monkeypatch.undo()
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert res.held == [] and os.path.exists(data)
+    assert f"a library links it by a symbolic link: {lib}" in res.failed[data]
