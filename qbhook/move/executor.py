@@ -62,7 +62,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from qbhook import notify as _notify
 from qbhook import procs
@@ -1323,11 +1323,9 @@ class Executor:
         try:
             return _listings(self.ctx.clients)
         except QbhookError as e:
-            reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
-            self.log.warning("group %s: %s", st.plan.group_id, reason)
-            st.passing = _passing(e)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+            self._refuse(
+                st, f"not started: a torrent client does not answer ({e}), and verify_group must list every client", e
+            )
 
     def _check_write_places(
         self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]], listed: dict[str, list] | None
@@ -1357,11 +1355,7 @@ class Executor:
             if found is not None:
                 raise UnsafeOperation(write_place_reason(*found))
         except QbhookError as e:
-            st.passing = _passing(e)
-            reason = f"refused before making its view: {e.message}"
-            self.log.warning("group %s: %s", g.group_id, reason)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+            self._refuse(st, f"refused before making its view: {e.message}", e)
 
     def _check_no_writer(self, st: _GroupRun, listed: dict[str, list], last: bool = False) -> None:
         """``_live_writer`` again on the newcomer check's listing (``_check_no_newcomer``: at
@@ -1416,11 +1410,7 @@ class Executor:
         try:
             self._check_no_writer(st, _listings(self.ctx.clients), last=True)
         except QbhookError as e:
-            reason = f"after the deletes: {e}"
-            self.log.warning("group %s: %s", st.plan.group_id, reason)
-            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+            self._refuse(st, f"after the deletes: {e}", e)
 
     def _transients_ended(self, st: _GroupRun) -> tuple[str, str] | None:
         """The writer found (``_live_writer``) on the clients' listings once no torrent that may
@@ -1575,9 +1565,7 @@ class Executor:
                 )
                 break
         if reason is not None:
-            self.log.warning("group %s: %s", st.plan.group_id, reason)
-            self._fail(st, reason)
-            raise _Failure(reason)
+            self._refuse(st, reason)
 
     def _check_atm_off(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet turns ATM off for a relocated or repaired torrent only where that
@@ -1597,10 +1585,7 @@ class Executor:
                 st.passing = _passing(e)
                 why = f"cannot tell whether turning ATM off for {s.torrent} would move it ({e})"
             if why is not None:
-                reason = f"not started: {why}"
-                self.log.warning("group %s: %s", st.plan.group_id, reason)
-                self._fail(st, reason)
-                raise _Failure(reason)
+                self._refuse(st, f"not started: {why}")
 
     def _check_state_lag(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet that relocates or repairs reads each such client's API lag
@@ -1614,11 +1599,7 @@ class Executor:
             try:
                 _recheck_lag(self._client(name))
             except QbhookError as e:
-                st.passing = _passing(e)
-                reason = f"not started: {e}"
-                self.log.warning("group %s: %s", st.plan.group_id, reason)
-                self._fail(st, reason)
-                raise _Failure(reason) from e
+                self._refuse(st, f"not started: {e}", e)
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
@@ -1638,18 +1619,8 @@ class Executor:
             again = row is not None and row.status == StepStatus.INTENDED
             result = h.act(self, st, step, _At(seq, step_id, again))
         except (QbhookError, OSError) as e:
-            reason = f"{step.kind} failed: {e}"
-            self.log.warning("group %s: %s", gid, reason)
-            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
-            if not (st.deletes_started and st.passing):
-                # Paused after deletes began, the step stays intended, as a crash leaves it:
-                # resume carries it out again (a failed row would only close the group).
-                self.journal.failed(step_id, str(e))
-            self._fail(st, reason)
-            if st.deletes_started and st.settling and not st.passing:
-                self.journal.failed(step_id, str(e))  # a pause taken to be stuck (``_stuck``): closed
-            raise _Failure(reason) from e
-        except Exception as e:  # a bug must still leave the group safe
+            self._refuse(st, f"{step.kind} failed: {e}", e, step_id=step_id)
+        except Exception as e:  # a bug must still leave the group safe: no pause, the row closed, the trace logged
             reason = f"{step.kind} failed with an internal error: {type(e).__name__}: {e}"
             self.log.error("group %s: %s\n%s", gid, reason, traceback.format_exc())
             self.journal.failed(step_id, reason)
@@ -2039,6 +2010,27 @@ class Executor:
         """Close a failed group: undo its relocations unless deletes have begun."""
         self._close_failed(st, reason)
         self._report_left_stopped(st)
+
+    def _refuse(
+        self, st: _GroupRun, reason: str, e: QbhookError | OSError | None = None, step_id: int | None = None
+    ) -> NoReturn:
+        """The one end of a group a check or a step stops: ``reason`` logged, whether a later look
+        may pass noted from ``e`` (``_passing``; ``_NotSettled``: only torrents checking or moving,
+        a pause that may be stuck), the group closed (``_fail``), and ``_Failure`` raised for
+        ``_group`` to stop at. Without ``e`` (a refusal no error raised) the passing flag stays as
+        the caller set it. ``step_id``: the failed step's row, closed failed, except when the group
+        pauses after deletes began: then it stays intended, as a crash leaves it, and resume carries
+        it out again (a failed row would only close the group); a pause ``_fail`` takes to be stuck
+        (``_stop_after_deletes`` clears ``passing``) closes it after all."""
+        self.log.warning("group %s: %s", st.plan.group_id, reason)
+        if e is not None:
+            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
+        if step_id is not None and not (st.deletes_started and st.passing):
+            self.journal.failed(step_id, str(e))
+        self._fail(st, reason)
+        if step_id is not None and st.deletes_started and st.settling and not st.passing:
+            self.journal.failed(step_id, str(e))
+        raise _Failure(reason) from e
 
     def _close_failed(self, st: _GroupRun, reason: str) -> None:
         o = st.outcome
