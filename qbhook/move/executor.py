@@ -394,19 +394,27 @@ class _RepairView(NamedTuple):
     group_id: str  # the repair group whose view it is
 
 
-def _repair_views(groups: Iterable[GroupPlan]) -> dict[str, dict[tuple[str, str], _RepairView]]:
-    """Every repair group's view files of a plan: path -> {(client, hash): its view file there}
-    (``Executor._repair_twins``). Built once a run: a lost disk is thousands of repairs."""
-    out: dict[str, dict[tuple[str, str], _RepairView]] = {}
+class _RepairViews(NamedTuple):
+    """Every repair group's view files of a plan, each path normalized once (``_repair_views``)."""
+
+    at: dict[str, dict[tuple[str, str], _RepairView]]  # path -> {(client, hash): its view file there}
+    of: dict[str, list[tuple[str, tuple[str, str], _RepairView]]]  # group id -> [(path, (client, hash), file)]
+
+
+def _repair_views(groups: Iterable[GroupPlan]) -> _RepairViews:
+    """Every repair group's view files of a plan, by path and by group (``Executor._repair_twins``).
+    Built once a run: a lost disk is thousands of repairs, each asking of its own files who else is there."""
+    out = _RepairViews({}, {})
     for g in groups:
         if g.action != Action.REPAIR:
             continue
+        own = out.of.setdefault(g.group_id, [])
         for s in g.steps:
             if isinstance(s, VerifyView):
                 for f in s.files:
-                    out.setdefault(_norm(f.path), {})[(s.instance, s.torrent)] = _RepairView(
-                        f.size, f.blake3, g.group_id
-                    )
+                    path, who, v = _norm(f.path), (s.instance, s.torrent), _RepairView(f.size, f.blake3, g.group_id)
+                    out.at.setdefault(path, {})[who] = v
+                    own.append((path, who, v))
     return out
 
 
@@ -1025,8 +1033,9 @@ class Executor:
         # added since is one the planner never saw (``_check_no_newcomer``).
         self._planned_at = 0.0
         self._groups: list[GroupPlan] = []  # the running plan's, for a failed repair's undo (``_repair_made``)
-        # The running plan's repair views by path, built on a repair's first write-place check (``_repair_twins``).
-        self._repair_views: dict[str, dict[tuple[str, str], _RepairView]] | None = None
+        # The running plan's repair views by path and by group, built on a repair's first
+        # write-place check (``_repair_twins``).
+        self._repair_views: _RepairViews | None = None
         # The running plan's groups' states in this run (``_states_before``, then each outcome as it
         # comes; none: not begun): a repair's twin is its own only while its group has not ended
         # (``_repair_twins``), and a failed repair keeps only the files a group holding them uses
@@ -1501,16 +1510,13 @@ class Executor:
             return {}
         if self._repair_views is None:
             self._repair_views = _repair_views(self._groups)
+        views = self._repair_views
         planned: dict[tuple[str, str], dict[str, int]] = {}  # who -> {path: the size its view has there}
-        for s in g.steps:
-            if not isinstance(s, VerifyView):
-                continue
-            for f in s.files:
-                path = _norm(f.path)
-                for who, v in self._repair_views.get(path, {}).items():
-                    same = who != (s.instance, s.torrent) and (v.size, v.blake3) == (f.size, f.blake3)
-                    if same and self._states.get(v.group_id) not in _ENDED:
-                        planned.setdefault(who, {})[path] = v.size
+        for path, me, mine in views.of.get(g.group_id, ()):  # g is a group of the running plan
+            for who, v in views.at[path].items():
+                same = who != me and (v.size, v.blake3) == (mine.size, mine.blake3)
+                if same and self._states.get(v.group_id) not in _ENDED:
+                    planned.setdefault(who, {})[path] = v.size
         out: dict[tuple[str, str], set[str]] = {}
         for t in others:
             want = planned.get((t.instance, t.hash))
