@@ -424,29 +424,24 @@ class _FilesAsked:
 
     def __init__(self, clients: Mapping[str, ClientPort]):
         self._clients = clients
-        self._got: dict[tuple[str, str], tuple[list[TorrentFile], list[tuple[str, int]]] | None] = {}
+        self._got: dict[tuple[str, str], list[TorrentFile] | None] = {}
 
     def listed(self, t) -> list[TorrentFile] | None:
         """Torrent ``t``'s files as its client lists them now; None: no answer."""
-        got = self._ask(t)
-        return None if got is None else got[0]
-
-    def __call__(self, t) -> list[tuple[str, int]] | None:
-        """``converge.live_writers``' ``files_of``: (name, priority) of each file; None: no answer
-        (its folder counts: ``converge.write_places``)."""
-        got = self._ask(t)
-        return None if got is None else got[1]
-
-    def _ask(self, t) -> tuple[list[TorrentFile], list[tuple[str, int]]] | None:
         key = (t.instance, t.hash)
         if key not in self._got:
             c = self._clients.get(t.instance)
             try:
-                files = None if c is None else list(c.files(t.hash))
+                self._got[key] = None if c is None else list(c.files(t.hash))
             except QbhookError:
-                files = None
-            self._got[key] = None if files is None else (files, [(f.name, f.priority) for f in files])
+                self._got[key] = None
         return self._got[key]
+
+    def __call__(self, t) -> list[tuple[str, int]] | None:
+        """``converge.live_writers``' ``files_of``: (name, priority) of each file, made from ``listed``
+        (the one kept form); None: no answer (its folder counts: ``converge.write_places``)."""
+        files = self.listed(t)
+        return None if files is None else [(f.name, f.priority) for f in files]
 
 
 class _Writers(NamedTuple):
