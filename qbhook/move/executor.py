@@ -2093,19 +2093,26 @@ class Executor:
         ``NOT_AS_FOUND`` clause, last in the reason, for the run's output, the journal and
         ``qbhook status`` (``_repair_state_back``).
         Redone whole by a resumed run (the failed step closes the group again), each removed
-        file's step marked undone so it is not looked at twice (``_undo_repair_views``)."""
+        file's step marked undone so it is not looked at twice (``_undo_repair_views``).
+
+        The run's journal is read once, here, for all of it: each read is every row of the run (a
+        lost disk's is thousands of repair groups). What the close writes meanwhile is nothing
+        those rows are read for (undone rows are ones it already picked; the move-back note is
+        never read back here), but for the leftovers it records, added to ``recorded`` as it goes."""
         notes: list[str] = []
-        made, unrecorded = self._repair_made(st)
+        rows = self.journal.steps(st.run_id)
+        made, unrecorded = self._repair_made(st, rows)
+        recorded = _recorded_leftovers(st, rows)
         # Only those with something at their path now: one whose act never ran left nothing under it.
         unrecorded = [r for r in unrecorded if self._may_exist(str(r.args.get("dst")))]
         stopped_running = self._stop_repaired(st, notes) if made or unrecorded else False
-        removed, kept = self._undo_repair_views(st, made)
-        more, also_kept = self._undo_unrecorded(st, unrecorded)
+        removed, kept = self._undo_repair_views(st, made, recorded)
+        more, also_kept = self._undo_unrecorded(st, unrecorded, recorded)
         removed, kept = removed + more, kept + also_kept
         left = None
         if not st.view_changed:
-            stuck = self._repair_move_back(st, kept, notes)
-            left = self._repair_state_back(st, stuck, stopped_running)
+            stuck = self._repair_move_back(st, kept, notes, rows)
+            left = self._repair_state_back(st, stuck, stopped_running, rows)
         if removed:
             notes.append(f"the {removed} file(s) it linked or made were removed")
         if kept:
@@ -2143,7 +2150,9 @@ class Executor:
                     notes.append(f"could not stop {s.torrent}: {e}")
         return ran
 
-    def _repair_state_back(self, st: _GroupRun, stuck: str | None, stopped_running: bool) -> str | None:
+    def _repair_state_back(
+        self, st: _GroupRun, stuck: str | None, stopped_running: bool, rows: list[StepRow]
+    ) -> str | None:
         """A failed repair's torrent in the state it was found in (``_found``, else the Repair
         step's look), or one ``NOT_AS_FOUND`` clause saying why not and what a person does.
 
@@ -2156,11 +2165,12 @@ class Executor:
         seeds nothing: left stopped costs nothing until a person reads the clause. After a recheck
         its progress is that check's, over files now gone again: never run, never paused again
         (lesson 3: started only after a recheck at 100 %; a paused rTorrent item resumes when a
-        check ends). A save path that could not be put back (``stuck``) is said the same way."""
-        s, row = self._repair_row(st)
+        check ends). A save path that could not be put back (``stuck``) is said the same way.
+        ``rows``: the run's journal, as the close read it."""
+        s, row = _repair_row(st, rows)
         if s is None:
             return None
-        found = self._repair_found(st) or ((row.args.get("_observed") or None) if row is not None else None)
+        found = _repair_found(st, rows) or ((row.args.get("_observed") or None) if row is not None else None)
         try:
             c = self._client(s.instance)
             t = c.torrent(s.torrent)
@@ -2197,23 +2207,7 @@ class Executor:
             f"{at}: paused when found, left stopped after its recheck ({_progress_of(t)}): pause or start it yourself"
         )
 
-    def _repair_row(self, st: _GroupRun) -> tuple[Repair | None, StepRow | None]:
-        """A repair group's Repair step and its journal row in this run (None: not journaled yet)."""
-        seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
-        if s is None:
-            return None, None
-        abs_seq = min(st.seqs) + seq if st.seqs else seq
-        row = next((r for r in self.journal.steps(st.run_id) if r.seq == abs_seq and r.kind == Repair.kind), None)
-        return s, row
-
-    def _repair_found(self, st: _GroupRun) -> dict | None:
-        """How ``_repair_quiet`` first found a repair's torrent, journaled in this run (``_found``), or None."""
-        for r in self.journal.steps(st.run_id):
-            if r.group_id == st.plan.group_id and r.seq in st.seqs and r.args.get("_found"):
-                return r.args["_found"]
-        return None
-
-    def _repair_made(self, st: _GroupRun) -> tuple[list[StepRow], list[StepRow]]:
+    def _repair_made(self, st: _GroupRun, rows: list[StepRow]) -> tuple[list[StepRow], list[StepRow]]:
         """The journal rows of the files this repair put under its torrent and did not remove yet,
         newest first: a link its own make step made (``linked``), an empty file it created; never a
         file found there (``present``, or ``already``: the same inode was at the path before the
@@ -2231,11 +2225,11 @@ class Executor:
         whose outcome does not say what they made: killed between the intent and its outcome row,
         the step then failed, was not re-run, or re-ran and found a file there (``already``, an
         empty file ``present``: its own, or another's put there while qbhook was down). What is
-        there may be that file: ``_undo_unrecorded`` (which keeps a found one)."""
+        there may be that file: ``_undo_unrecorded`` (which keeps a found one). ``rows``: the run's
+        journal (``_close_failed_repair`` reads it once)."""
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
-        rows = self.journal.steps(st.run_id)
         # A begun group's own make, not one that found this repair's link there ("already", R103).
         made_by = {
             (r.group_id, _norm(r.args.get("dst")))
@@ -2274,7 +2268,7 @@ class Executor:
         ]
         return made, unrecorded
 
-    def _undo_repair_views(self, st: _GroupRun, made: list[StepRow]) -> tuple[int, list[str]]:
+    def _undo_repair_views(self, st: _GroupRun, made: list[StepRow], recorded: set) -> tuple[int, list[str]]:
         """Remove each file a failed repair put under its torrent (``made``: ``_repair_made``):
         (how many went, the paths kept).
 
@@ -2283,11 +2277,11 @@ class Executor:
         the inode the step proved (device, inode, size) and its content lives on at the source
         (a link: only a name goes) or it is empty. A file it refuses (another file at the name,
         the source gone: the view may be its last copy), or cannot reach now, is kept and
-        journaled as a leftover view, for ``move.leftovers`` and ``status``. A removed file's
-        step is journaled undone; one found gone already counts as removed."""
+        journaled as a leftover view, for ``move.leftovers`` and ``status`` (once: ``recorded``, the
+        paths the group's leftover rows name, grows with each). A removed file's step is journaled
+        undone; one found gone already counts as removed."""
         if not made:
             return 0, []
-        recorded = self._recorded_leftovers(st)
         removed, kept = 0, []
         for row in made:
             res = row.result or {}
@@ -2315,6 +2309,7 @@ class Executor:
                 kept.append(dst)
                 if dst not in recorded:
                     self._record_kept_repair_view(st, row, dst)
+                    recorded.add(dst)
                 continue
             if out["status"] == "removed":
                 self.catalog.forget_path(dst)
@@ -2322,7 +2317,7 @@ class Executor:
             removed += 1
         return removed, kept
 
-    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str]) -> str | None:
+    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str], rows: list[StepRow]) -> str | None:
         """A failed repair that moved its torrent (``Repair.to_path`` not its ``from_path``) puts it
         back at the save path it had, its files there as missing as before, once the undo took the
         view: left at the view's path it names a folder the repair no longer stands behind, while
@@ -2333,8 +2328,8 @@ class Executor:
         (someone moved it since). Back, or never moved (a failure before or at its setLocation),
         its ATM and download path as found (``_repair_settings_back``: a repair turns them off
         before its setLocation). Returns why it stays where it is, for ``_repair_state_back``'s
-        clause; None when it is back or never moved."""
-        s, row = self._repair_row(st)
+        clause; None when it is back or never moved. ``rows``: the run's journal, as the close read it."""
+        s, row = _repair_row(st, rows)
         if s is None or row is None:
             return None
         try:
@@ -2369,7 +2364,7 @@ class Executor:
         notes.extend(st.notes[before:])
         del st.notes[before:]
 
-    def _undo_unrecorded(self, st: _GroupRun, rows: list[StepRow]) -> tuple[int, list[str]]:
+    def _undo_unrecorded(self, st: _GroupRun, rows: list[StepRow], recorded: set) -> tuple[int, list[str]]:
         """Remove what the make steps of ``rows`` (``_repair_made``'s second list: the path empty at
         their intent, no outcome saying what they made) may have left: (how many went, the paths kept).
 
@@ -2384,7 +2379,6 @@ class Executor:
         and unused), and named. A row of one removed stays as it is (the group's failure, for a
         resumed run), and a look again finds the path empty."""
         removed, kept = 0, []
-        recorded = self._recorded_leftovers(st)
         for row in rows:
             dst, src = row.args.get("dst"), row.args.get("src")
             if not isinstance(dst, str):
@@ -2425,10 +2419,6 @@ class Executor:
             self._record_kept_repair_view(st, row, dst, facts)
             recorded.add(dst)
         return True
-
-    def _recorded_leftovers(self, st: _GroupRun) -> set:
-        rows = self.journal.steps(st.run_id)
-        return {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
 
     def _record_kept_repair_view(self, st: _GroupRun, row: StepRow, dst: str, facts: dict | None = None) -> None:
         """Journal a file a failed repair could not remove as a leftover view (``_record_leftover_views``'
@@ -2554,7 +2544,7 @@ class Executor:
                         hint="stop it, then run qbhook repair again",
                     )
                 if (s.instance, s.torrent) not in st.quieted:
-                    if self._repair_found(st) is None:
+                    if _repair_found(st, self.journal.steps(st.run_id)) is None:
                         self.journal.note_found(at.step_id, {"state": t.state, "paused": t.is_paused})
                     if not t.is_stopped or t.is_paused:
                         c.stop(s.torrent)
@@ -4274,6 +4264,28 @@ def _may_have_deleted(reader: FolderReader, s: Delete, row: StepRow) -> bool:
         or now.st_ino != s.ino
         or (s.size is not None and now.st_size != s.size)
     )
+
+
+def _repair_row(st: _GroupRun, rows: list[StepRow]) -> tuple[Repair | None, StepRow | None]:
+    """A repair group's Repair step and its row of ``rows``, the run's journal (None: not journaled yet)."""
+    seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
+    if s is None:
+        return None, None
+    abs_seq = min(st.seqs) + seq if st.seqs else seq
+    return s, next((r for r in rows if r.seq == abs_seq and r.kind == Repair.kind), None)
+
+
+def _repair_found(st: _GroupRun, rows: list[StepRow]) -> dict | None:
+    """How ``_repair_quiet`` first found a repair's torrent, journaled in ``rows``, the run's (``_found``), or None."""
+    for r in rows:
+        if r.group_id == st.plan.group_id and r.seq in st.seqs and r.args.get("_found"):
+            return r.args["_found"]
+    return None
+
+
+def _recorded_leftovers(st: _GroupRun, rows: list[StepRow]) -> set:
+    """The paths a group's leftover view rows of ``rows`` (the run's journal) name."""
+    return {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
 
 
 def _passing(e: BaseException) -> bool:
