@@ -62,7 +62,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from qbhook import notify as _notify
 from qbhook import procs
@@ -394,19 +394,27 @@ class _RepairView(NamedTuple):
     group_id: str  # the repair group whose view it is
 
 
-def _repair_views(groups: Iterable[GroupPlan]) -> dict[str, dict[tuple[str, str], _RepairView]]:
-    """Every repair group's view files of a plan: path -> {(client, hash): its view file there}
-    (``Executor._repair_twins``). Built once a run: a lost disk is thousands of repairs."""
-    out: dict[str, dict[tuple[str, str], _RepairView]] = {}
+class _RepairViews(NamedTuple):
+    """Every repair group's view files of a plan, each path normalized once (``_repair_views``)."""
+
+    at: dict[str, dict[tuple[str, str], _RepairView]]  # path -> {(client, hash): its view file there}
+    of: dict[str, list[tuple[str, tuple[str, str], _RepairView]]]  # group id -> [(path, (client, hash), file)]
+
+
+def _repair_views(groups: Iterable[GroupPlan]) -> _RepairViews:
+    """Every repair group's view files of a plan, by path and by group (``Executor._repair_twins``).
+    Built once a run: a lost disk is thousands of repairs, each asking of its own files who else is there."""
+    out = _RepairViews({}, {})
     for g in groups:
         if g.action != Action.REPAIR:
             continue
+        own = out.of.setdefault(g.group_id, [])
         for s in g.steps:
             if isinstance(s, VerifyView):
                 for f in s.files:
-                    out.setdefault(_norm(f.path), {})[(s.instance, s.torrent)] = _RepairView(
-                        f.size, f.blake3, g.group_id
-                    )
+                    path, who, v = _norm(f.path), (s.instance, s.torrent), _RepairView(f.size, f.blake3, g.group_id)
+                    out.at.setdefault(path, {})[who] = v
+                    own.append((path, who, v))
     return out
 
 
@@ -416,29 +424,24 @@ class _FilesAsked:
 
     def __init__(self, clients: Mapping[str, ClientPort]):
         self._clients = clients
-        self._got: dict[tuple[str, str], tuple[list[TorrentFile], list[tuple[str, int]]] | None] = {}
+        self._got: dict[tuple[str, str], list[TorrentFile] | None] = {}
 
     def listed(self, t) -> list[TorrentFile] | None:
         """Torrent ``t``'s files as its client lists them now; None: no answer."""
-        got = self._ask(t)
-        return None if got is None else got[0]
-
-    def __call__(self, t) -> list[tuple[str, int]] | None:
-        """``converge.live_writers``' ``files_of``: (name, priority) of each file; None: no answer
-        (its folder counts: ``converge.write_places``)."""
-        got = self._ask(t)
-        return None if got is None else got[1]
-
-    def _ask(self, t) -> tuple[list[TorrentFile], list[tuple[str, int]]] | None:
         key = (t.instance, t.hash)
         if key not in self._got:
             c = self._clients.get(t.instance)
             try:
-                files = None if c is None else list(c.files(t.hash))
+                self._got[key] = None if c is None else list(c.files(t.hash))
             except QbhookError:
-                files = None
-            self._got[key] = None if files is None else (files, [(f.name, f.priority) for f in files])
+                self._got[key] = None
         return self._got[key]
+
+    def __call__(self, t) -> list[tuple[str, int]] | None:
+        """``converge.live_writers``' ``files_of``: (name, priority) of each file, made from ``listed``
+        (the one kept form); None: no answer (its folder counts: ``converge.write_places``)."""
+        files = self.listed(t)
+        return None if files is None else [(f.name, f.priority) for f in files]
 
 
 class _Writers(NamedTuple):
@@ -1025,8 +1028,9 @@ class Executor:
         # added since is one the planner never saw (``_check_no_newcomer``).
         self._planned_at = 0.0
         self._groups: list[GroupPlan] = []  # the running plan's, for a failed repair's undo (``_repair_made``)
-        # The running plan's repair views by path, built on a repair's first write-place check (``_repair_twins``).
-        self._repair_views: dict[str, dict[tuple[str, str], _RepairView]] | None = None
+        # The running plan's repair views by path and by group, built on a repair's first
+        # write-place check (``_repair_twins``).
+        self._repair_views: _RepairViews | None = None
         # The running plan's groups' states in this run (``_states_before``, then each outcome as it
         # comes; none: not begun): a repair's twin is its own only while its group has not ended
         # (``_repair_twins``), and a failed repair keeps only the files a group holding them uses
@@ -1362,11 +1366,9 @@ class Executor:
         try:
             return _listings(self.ctx.clients)
         except QbhookError as e:
-            reason = f"not started: a torrent client does not answer ({e}), and verify_group must list every client"
-            self.log.warning("group %s: %s", st.plan.group_id, reason)
-            st.passing = _passing(e)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+            self._refuse(
+                st, f"not started: a torrent client does not answer ({e}), and verify_group must list every client", e
+            )
 
     def _check_write_places(
         self,
@@ -1400,11 +1402,7 @@ class Executor:
             if found is not None:
                 raise UnsafeOperation(write_place_reason(*found))
         except QbhookError as e:
-            st.passing = _passing(e)
-            reason = f"refused before making its view: {e.message}"
-            self.log.warning("group %s: %s", g.group_id, reason)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+            self._refuse(st, f"refused before making its view: {e.message}", e)
 
     def _check_no_writer(self, st: _GroupRun, listed: dict[str, list], last: bool = False) -> None:
         """``_live_writer`` again on the newcomer check's listing (``_check_no_newcomer``: at
@@ -1459,11 +1457,7 @@ class Executor:
         try:
             self._check_no_writer(st, _listings(self.ctx.clients), last=True)
         except QbhookError as e:
-            reason = f"after the deletes: {e}"
-            self.log.warning("group %s: %s", st.plan.group_id, reason)
-            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
-            self._fail(st, reason)
-            raise _Failure(reason) from e
+            self._refuse(st, f"after the deletes: {e}", e)
 
     def _transients_ended(self, st: _GroupRun) -> tuple[str, str] | None:
         """The writer found (``_live_writer``) on the clients' listings once no torrent that may
@@ -1554,16 +1548,13 @@ class Executor:
             return {}
         if self._repair_views is None:
             self._repair_views = _repair_views(self._groups)
+        views = self._repair_views
         planned: dict[tuple[str, str], dict[str, int]] = {}  # who -> {path: the size its view has there}
-        for s in g.steps:
-            if not isinstance(s, VerifyView):
-                continue
-            for f in s.files:
-                path = _norm(f.path)
-                for who, v in self._repair_views.get(path, {}).items():
-                    same = who != (s.instance, s.torrent) and (v.size, v.blake3) == (f.size, f.blake3)
-                    if same and self._states.get(v.group_id) not in _ENDED:
-                        planned.setdefault(who, {})[path] = v.size
+        for path, me, mine in views.of.get(g.group_id, ()):  # g is a group of the running plan
+            for who, v in views.at[path].items():
+                same = who != me and (v.size, v.blake3) == (mine.size, mine.blake3)
+                if same and self._states.get(v.group_id) not in _ENDED:
+                    planned.setdefault(who, {})[path] = v.size
         out: dict[tuple[str, str], set[str]] = {}
         for t in others:
             want = planned.get((t.instance, t.hash))
@@ -1618,9 +1609,7 @@ class Executor:
                 )
                 break
         if reason is not None:
-            self.log.warning("group %s: %s", st.plan.group_id, reason)
-            self._fail(st, reason)
-            raise _Failure(reason)
+            self._refuse(st, reason)
 
     def _check_atm_off(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet turns ATM off for a relocated or repaired torrent only where that
@@ -1640,10 +1629,7 @@ class Executor:
                 st.passing = _passing(e)
                 why = f"cannot tell whether turning ATM off for {s.torrent} would move it ({e})"
             if why is not None:
-                reason = f"not started: {why}"
-                self.log.warning("group %s: %s", st.plan.group_id, reason)
-                self._fail(st, reason)
-                raise _Failure(reason)
+                self._refuse(st, f"not started: {why}")
 
     def _check_state_lag(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A group not started yet that relocates or repairs reads each such client's API lag
@@ -1657,11 +1643,7 @@ class Executor:
             try:
                 _recheck_lag(self._client(name))
             except QbhookError as e:
-                st.passing = _passing(e)
-                reason = f"not started: {e}"
-                self.log.warning("group %s: %s", st.plan.group_id, reason)
-                self._fail(st, reason)
-                raise _Failure(reason) from e
+                self._refuse(st, f"not started: {e}", e)
 
     def _run_step(self, st: _GroupRun, seq: int, step: Step, row: StepRow | None) -> None:
         gid = st.plan.group_id
@@ -1681,18 +1663,8 @@ class Executor:
             again = row is not None and row.status == StepStatus.INTENDED
             result = h.act(self, st, step, _At(seq, step_id, again))
         except (QbhookError, OSError) as e:
-            reason = f"{step.kind} failed: {e}"
-            self.log.warning("group %s: %s", gid, reason)
-            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
-            if not (st.deletes_started and st.passing):
-                # Paused after deletes began, the step stays intended, as a crash leaves it:
-                # resume carries it out again (a failed row would only close the group).
-                self.journal.failed(step_id, str(e))
-            self._fail(st, reason)
-            if st.deletes_started and st.settling and not st.passing:
-                self.journal.failed(step_id, str(e))  # a pause taken to be stuck (``_stuck``): closed
-            raise _Failure(reason) from e
-        except Exception as e:  # a bug must still leave the group safe
+            self._refuse(st, f"{step.kind} failed: {e}", e, step_id=step_id)
+        except Exception as e:  # a bug must still leave the group safe: no pause, the row closed, the trace logged
             reason = f"{step.kind} failed with an internal error: {type(e).__name__}: {e}"
             self.log.error("group %s: %s\n%s", gid, reason, traceback.format_exc())
             self.journal.failed(step_id, reason)
@@ -2083,6 +2055,27 @@ class Executor:
         self._close_failed(st, reason)
         self._report_left_stopped(st)
 
+    def _refuse(
+        self, st: _GroupRun, reason: str, e: QbhookError | OSError | None = None, step_id: int | None = None
+    ) -> NoReturn:
+        """The one end of a group a check or a step stops: ``reason`` logged, whether a later look
+        may pass noted from ``e`` (``_passing``; ``_NotSettled``: only torrents checking or moving,
+        a pause that may be stuck), the group closed (``_fail``), and ``_Failure`` raised for
+        ``_group`` to stop at. Without ``e`` (a refusal no error raised) the passing flag stays as
+        the caller set it. ``step_id``: the failed step's row, closed failed, except when the group
+        pauses after deletes began: then it stays intended, as a crash leaves it, and resume carries
+        it out again (a failed row would only close the group); a pause ``_fail`` takes to be stuck
+        (``_stop_after_deletes`` clears ``passing``) closes it after all."""
+        self.log.warning("group %s: %s", st.plan.group_id, reason)
+        if e is not None:
+            st.passing, st.settling = _passing(e), isinstance(e, _NotSettled)
+        if step_id is not None and not (st.deletes_started and st.passing):
+            self.journal.failed(step_id, str(e))
+        self._fail(st, reason)
+        if step_id is not None and st.deletes_started and st.settling and not st.passing:
+            self.journal.failed(step_id, str(e))
+        raise _Failure(reason) from e
+
     def _close_failed(self, st: _GroupRun, reason: str) -> None:
         o = st.outcome
         o.status, o.reason = GroupStatus.FAILED, reason
@@ -2143,19 +2136,26 @@ class Executor:
         ``NOT_AS_FOUND`` clause, last in the reason, for the run's output, the journal and
         ``qbhook status`` (``_repair_state_back``).
         Redone whole by a resumed run (the failed step closes the group again), each removed
-        file's step marked undone so it is not looked at twice (``_undo_repair_views``)."""
+        file's step marked undone so it is not looked at twice (``_undo_repair_views``).
+
+        The run's journal is read once, here, for all of it: each read is every row of the run (a
+        lost disk's is thousands of repair groups). What the close writes meanwhile is nothing
+        those rows are read for (undone rows are ones it already picked; the move-back note is
+        never read back here), but for the leftovers it records, added to ``recorded`` as it goes."""
         notes: list[str] = []
-        made, unrecorded = self._repair_made(st)
+        rows = self.journal.steps(st.run_id)
+        made, unrecorded = self._repair_made(st, rows)
+        recorded = _recorded_leftovers(st, rows)
         # Only those with something at their path now: one whose act never ran left nothing under it.
         unrecorded = [r for r in unrecorded if self._may_exist(str(r.args.get("dst")))]
         stopped_running = self._stop_repaired(st, notes) if made or unrecorded else False
-        removed, kept = self._undo_repair_views(st, made)
-        more, also_kept = self._undo_unrecorded(st, unrecorded)
+        removed, kept = self._undo_repair_views(st, made, recorded)
+        more, also_kept = self._undo_unrecorded(st, unrecorded, recorded)
         removed, kept = removed + more, kept + also_kept
         left = None
         if not st.view_changed:
-            stuck = self._repair_move_back(st, kept, notes)
-            left = self._repair_state_back(st, stuck, stopped_running)
+            stuck = self._repair_move_back(st, kept, notes, rows)
+            left = self._repair_state_back(st, stuck, stopped_running, rows)
         if removed:
             notes.append(f"the {removed} file(s) it linked or made were removed")
         if kept:
@@ -2193,7 +2193,9 @@ class Executor:
                     notes.append(f"could not stop {s.torrent}: {e}")
         return ran
 
-    def _repair_state_back(self, st: _GroupRun, stuck: str | None, stopped_running: bool) -> str | None:
+    def _repair_state_back(
+        self, st: _GroupRun, stuck: str | None, stopped_running: bool, rows: list[StepRow]
+    ) -> str | None:
         """A failed repair's torrent in the state it was found in (``_found``, else the Repair
         step's look), or one ``NOT_AS_FOUND`` clause saying why not and what a person does.
 
@@ -2206,11 +2208,12 @@ class Executor:
         seeds nothing: left stopped costs nothing until a person reads the clause. After a recheck
         its progress is that check's, over files now gone again: never run, never paused again
         (lesson 3: started only after a recheck at 100 %; a paused rTorrent item resumes when a
-        check ends). A save path that could not be put back (``stuck``) is said the same way."""
-        s, row = self._repair_row(st)
+        check ends). A save path that could not be put back (``stuck``) is said the same way.
+        ``rows``: the run's journal, as the close read it."""
+        s, row = _repair_row(st, rows)
         if s is None:
             return None
-        found = self._repair_found(st) or ((row.args.get("_observed") or None) if row is not None else None)
+        found = _repair_found(st, rows) or ((row.args.get("_observed") or None) if row is not None else None)
         try:
             c = self._client(s.instance)
             t = c.torrent(s.torrent)
@@ -2247,23 +2250,7 @@ class Executor:
             f"{at}: paused when found, left stopped after its recheck ({_progress_of(t)}): pause or start it yourself"
         )
 
-    def _repair_row(self, st: _GroupRun) -> tuple[Repair | None, StepRow | None]:
-        """A repair group's Repair step and its journal row in this run (None: not journaled yet)."""
-        seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
-        if s is None:
-            return None, None
-        abs_seq = min(st.seqs) + seq if st.seqs else seq
-        row = next((r for r in self.journal.steps(st.run_id) if r.seq == abs_seq and r.kind == Repair.kind), None)
-        return s, row
-
-    def _repair_found(self, st: _GroupRun) -> dict | None:
-        """How ``_repair_quiet`` first found a repair's torrent, journaled in this run (``_found``), or None."""
-        for r in self.journal.steps(st.run_id):
-            if r.group_id == st.plan.group_id and r.seq in st.seqs and r.args.get("_found"):
-                return r.args["_found"]
-        return None
-
-    def _repair_made(self, st: _GroupRun) -> tuple[list[StepRow], list[StepRow]]:
+    def _repair_made(self, st: _GroupRun, rows: list[StepRow]) -> tuple[list[StepRow], list[StepRow]]:
         """The journal rows of the files this repair put under its torrent and did not remove yet,
         newest first: a link its own make step made (``linked``), an empty file it created; never a
         file found there (``present``, or ``already``: the same inode was at the path before the
@@ -2281,11 +2268,11 @@ class Executor:
         whose outcome does not say what they made: killed between the intent and its outcome row,
         the step then failed, was not re-run, or re-ran and found a file there (``already``, an
         empty file ``present``: its own, or another's put there while qbhook was down). What is
-        there may be that file: ``_undo_unrecorded`` (which keeps a found one)."""
+        there may be that file: ``_undo_unrecorded`` (which keeps a found one). ``rows``: the run's
+        journal (``_close_failed_repair`` reads it once)."""
         ours = {Link.kind: ("linked",), MkEmpty.kind: ("created",)}
         # Every path a make step of another group of this run puts a file at: read only here, when a
         # repair failed, not for every run's plan (a demote's has a link step per file).
-        rows = self.journal.steps(st.run_id)
         # A begun group's own make, not one that found this repair's link there ("already", R103).
         made_by = {
             (r.group_id, _norm(r.args.get("dst")))
@@ -2324,7 +2311,7 @@ class Executor:
         ]
         return made, unrecorded
 
-    def _undo_repair_views(self, st: _GroupRun, made: list[StepRow]) -> tuple[int, list[str]]:
+    def _undo_repair_views(self, st: _GroupRun, made: list[StepRow], recorded: set) -> tuple[int, list[str]]:
         """Remove each file a failed repair put under its torrent (``made``: ``_repair_made``):
         (how many went, the paths kept).
 
@@ -2333,11 +2320,11 @@ class Executor:
         the inode the step proved (device, inode, size) and its content lives on at the source
         (a link: only a name goes) or it is empty. A file it refuses (another file at the name,
         the source gone: the view may be its last copy), or cannot reach now, is kept and
-        journaled as a leftover view, for ``move.leftovers`` and ``status``. A removed file's
-        step is journaled undone; one found gone already counts as removed."""
+        journaled as a leftover view, for ``move.leftovers`` and ``status`` (once: ``recorded``, the
+        paths the group's leftover rows name, grows with each). A removed file's step is journaled
+        undone; one found gone already counts as removed."""
         if not made:
             return 0, []
-        recorded = self._recorded_leftovers(st)
         removed, kept = 0, []
         for row in made:
             res = row.result or {}
@@ -2365,6 +2352,7 @@ class Executor:
                 kept.append(dst)
                 if dst not in recorded:
                     self._record_kept_repair_view(st, row, dst)
+                    recorded.add(dst)
                 continue
             if out["status"] == "removed":
                 self.catalog.forget_path(dst)
@@ -2372,7 +2360,7 @@ class Executor:
             removed += 1
         return removed, kept
 
-    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str]) -> str | None:
+    def _repair_move_back(self, st: _GroupRun, kept: list[str], notes: list[str], rows: list[StepRow]) -> str | None:
         """A failed repair that moved its torrent (``Repair.to_path`` not its ``from_path``) puts it
         back at the save path it had, its files there as missing as before, once the undo took the
         view: left at the view's path it names a folder the repair no longer stands behind, while
@@ -2383,8 +2371,8 @@ class Executor:
         (someone moved it since). Back, or never moved (a failure before or at its setLocation),
         its ATM and download path as found (``_repair_settings_back``: a repair turns them off
         before its setLocation). Returns why it stays where it is, for ``_repair_state_back``'s
-        clause; None when it is back or never moved."""
-        s, row = self._repair_row(st)
+        clause; None when it is back or never moved. ``rows``: the run's journal, as the close read it."""
+        s, row = _repair_row(st, rows)
         if s is None or row is None:
             return None
         try:
@@ -2419,7 +2407,7 @@ class Executor:
         notes.extend(st.notes[before:])
         del st.notes[before:]
 
-    def _undo_unrecorded(self, st: _GroupRun, rows: list[StepRow]) -> tuple[int, list[str]]:
+    def _undo_unrecorded(self, st: _GroupRun, rows: list[StepRow], recorded: set) -> tuple[int, list[str]]:
         """Remove what the make steps of ``rows`` (``_repair_made``'s second list: the path empty at
         their intent, no outcome saying what they made) may have left: (how many went, the paths kept).
 
@@ -2434,7 +2422,6 @@ class Executor:
         and unused), and named. A row of one removed stays as it is (the group's failure, for a
         resumed run), and a look again finds the path empty."""
         removed, kept = 0, []
-        recorded = self._recorded_leftovers(st)
         for row in rows:
             dst, src = row.args.get("dst"), row.args.get("src")
             if not isinstance(dst, str):
@@ -2475,10 +2462,6 @@ class Executor:
             self._record_kept_repair_view(st, row, dst, facts)
             recorded.add(dst)
         return True
-
-    def _recorded_leftovers(self, st: _GroupRun) -> set:
-        rows = self.journal.steps(st.run_id)
-        return {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
 
     def _record_kept_repair_view(self, st: _GroupRun, row: StepRow, dst: str, facts: dict | None = None) -> None:
         """Journal a file a failed repair could not remove as a leftover view (``_record_leftover_views``'
@@ -2604,7 +2587,7 @@ class Executor:
                         hint="stop it, then run qbhook repair again",
                     )
                 if (s.instance, s.torrent) not in st.quieted:
-                    if self._repair_found(st) is None:
+                    if _repair_found(st, self.journal.steps(st.run_id)) is None:
                         self.journal.note_found(at.step_id, {"state": t.state, "paused": t.is_paused})
                     if not t.is_stopped or t.is_paused:
                         c.stop(s.torrent)
@@ -4324,6 +4307,28 @@ def _may_have_deleted(reader: FolderReader, s: Delete, row: StepRow) -> bool:
         or now.st_ino != s.ino
         or (s.size is not None and now.st_size != s.size)
     )
+
+
+def _repair_row(st: _GroupRun, rows: list[StepRow]) -> tuple[Repair | None, StepRow | None]:
+    """A repair group's Repair step and its row of ``rows``, the run's journal (None: not journaled yet)."""
+    seq, s = next(((q, x) for q, x in enumerate(st.plan.steps) if isinstance(x, Repair)), (None, None))
+    if s is None:
+        return None, None
+    abs_seq = min(st.seqs) + seq if st.seqs else seq
+    return s, next((r for r in rows if r.seq == abs_seq and r.kind == Repair.kind), None)
+
+
+def _repair_found(st: _GroupRun, rows: list[StepRow]) -> dict | None:
+    """How ``_repair_quiet`` first found a repair's torrent, journaled in ``rows``, the run's (``_found``), or None."""
+    for r in rows:
+        if r.group_id == st.plan.group_id and r.seq in st.seqs and r.args.get("_found"):
+            return r.args["_found"]
+    return None
+
+
+def _recorded_leftovers(st: _GroupRun, rows: list[StepRow]) -> set:
+    """The paths a group's leftover view rows of ``rows`` (the run's journal) name."""
+    return {r.args.get("path") for r in rows if r.group_id == st.plan.group_id and r.kind == LEFTOVER_KIND}
 
 
 def _passing(e: BaseException) -> bool:

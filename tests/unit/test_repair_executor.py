@@ -10,7 +10,7 @@ import pytest
 
 from qbhook.decide.facts import PoolFact
 from qbhook.decide.repair import CatalogCopy, MissingTorrent, RepairFacts, RepairFile, plan_repairs
-from qbhook.move.executor import build_executor
+from qbhook.move.executor import Executor, build_executor
 from tests.unit.test_executor import (  # noqa: F401  (fixture)
     FILES,
     H1,
@@ -351,6 +351,49 @@ def test_a_link_replaced_before_the_undo_is_kept_and_recorded_as_a_leftover(worl
     (left,) = [r for r in w.journal.steps(w.journal.runs()[0].id) if r.kind == "leftover_view"]
     assert left.args["path"] == view and left.args["ino"] == os.lstat(lib[rel]).st_ino
     assert w.qbt.t[H1].stopped and w.qbt.count("start") == 0
+
+
+def test_a_failed_repairs_close_reads_the_runs_journal_once(world, monkeypatch):  # noqa: F811
+    # The close needs the run's rows for what it made, the leftovers recorded already, its Repair
+    # row and how it found its torrent: each read is every row of the run (a lost disk's run holds
+    # thousands of repair groups), and one read serves them all. A leftover the close records
+    # itself is still recorded once (a link replaced during the recheck, as above).
+    w = world
+    lib = _lose_files(w)
+    w.qbt.fail_at[w.seed_s] = 0.97
+    rel = next(r for r, d in FILES if d)
+    view = os.path.join(w.seed_s, rel)
+
+    def swap(point, _gid, _at, step):
+        if point == "poll" and step.kind == "repair" and os.lstat(view).st_nlink == 2:
+            with open(view + ".new", "wb") as f:
+                f.write(b"someone else's file")
+            os.replace(view + ".new", view)
+
+    reads, closing = [], []
+    steps, close = w.journal.steps, Executor._close_failed_repair
+
+    def counted(run):
+        if closing:
+            reads.append(run)
+        return steps(run)
+
+    def watched(self, st, reason):
+        closing.append(st)
+        try:
+            close(self, st, reason)
+        finally:
+            closing.pop()
+
+    monkeypatch.setattr(w.journal, "steps", counted)
+    monkeypatch.setattr(Executor, "_close_failed_repair", watched)
+    summary = w.executor(hook=swap).apply(_plan(w, lib))
+    (why,) = summary.groups_failed.values()
+    assert "the 2 file(s) it linked or made were removed" in why and f"recorded as leftover views): {view}" in why
+    assert f"NOT AS FOUND: torrent {H1} is stoppedDL" in why  # its Repair row and found state were read
+    assert len(reads) == 1
+    (left,) = [r for r in steps(w.journal.runs()[0].id) if r.kind == "leftover_view"]
+    assert left.args["path"] == view
 
 
 def test_a_failure_after_the_first_link_removes_it_and_stops_the_torrent(world):  # noqa: F811
