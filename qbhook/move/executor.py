@@ -379,8 +379,6 @@ _VIEW_MOVES = (Action.DEMOTE, Action.PROMOTE)
 # A group's states in a run once it ended, done or not (``Executor._states``): a repair's twin in
 # such a group is not its own any more (``Executor._repair_twins``).
 _ENDED = frozenset({GroupStatus.DONE, GroupStatus.FAILED, GroupStatus.ROLLED_BACK, GroupStatus.BUSY})
-# A group's states in a run in which the files it makes are its own (``Executor._repair_made``):
-# done (seeding on them), or begun and not ended (a resumed run's, to carry on).
 # Every action that makes files at a destination, asked before its first make (``_check_write_places``):
 # a repair links catalog copies (a library file's inode, another payload's) under its torrent.
 _VIEW_MAKERS = (*_VIEW_MOVES, Action.REPAIR)
