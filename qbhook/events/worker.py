@@ -145,7 +145,8 @@ def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: lis
     A path that cannot be made canonical, or that goes through a symlink below its pool's
     root, is not looked up nor recorded; its reason is appended to ``rejected``. A path in a
     pool is lstat-ed once, in its folder opened below the pool's root (``dirfd.FolderReader``),
-    and that one lstat is what is recorded and what says whether it is gone.
+    and that one lstat is what is recorded and what says whether it is gone. A path outside
+    every pool is never read at all: only the catalog is asked about it.
     """
     with FolderReader(str(p.path) for p in cfg.pools) as reader:
         return _torrents_touching(cfg, catalog, infos, paths, rejected, reader)
@@ -194,7 +195,11 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
             return set()
         gone = st is None
     else:
-        gone = not os.path.lexists(p)  # not in a pool: nothing there is read
+        # Never read: outside every pool is no place of ours (a sibling sharing the pool's prefix,
+        # /etc, an autofs path this root process would mount), and a pool's root is no file. The
+        # catalog's links of the path are still looked up; a row it may hold (a pool since taken
+        # out of the config) stays, as a scan keeps what it cannot see: unknown is not deleted.
+        gone = False
     before = catalog.inode_by_path(p)  # read before record_path points p at the new inode
     rows = [before] if before is not None else []
     if st is not None and stat_mod.S_ISREG(st.st_mode):

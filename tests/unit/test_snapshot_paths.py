@@ -326,6 +326,33 @@ def test_an_event_naming_a_folder_that_holds_a_seeding_root_reads_no_links(bed):
     assert torrents_touching(bed.cfg, bed.cat, bed.qbt.torrents(), [str(bed.stash)]) == set()
 
 
+def test_an_event_path_outside_every_pool_touches_no_filesystem(bed, tmp_path, monkeypatch):
+    """R110: the worker (root) lstat-ed any path an event named outside every pool: a sibling
+    sharing the pool's prefix, /etc, an autofs path it would have mounted. Its answer is what it
+    was (no match, nothing refused: the catalog's links of the path are still read), unstat-ed."""
+    sibling = write(tmp_path / "stash2/secret", b"x")  # /stash2 beside pool /stash
+    library_linked_movie(bed)
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    pools = [str(p.path) for p in bed.cfg.pools]
+    touched: list[str] = []
+
+    def spy(real):
+        def call(path, *a, **k):
+            if not isinstance(path, int) and os.path.isabs(os.fsdecode(path)):
+                touched.append(os.fsdecode(path))
+            return real(path, *a, **k)
+
+        return call
+
+    for name in ("lstat", "stat", "open", "access", "scandir", "listdir"):
+        monkeypatch.setattr(os, name, spy(getattr(os, name)))
+    outside = [str(sibling), str(tmp_path / "net/host/share/x.mkv"), "/etc/shadow"]
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(*outside))
+    monkeypatch.undo()
+    assert [p for p in touched if not any(p == r or p.startswith(r + "/") for r in pools)] == []
+    assert result == {"groups": [], "note": "no torrent in any configured client matches this event"}
+
+
 # --------------------------------------------------------------------------- swapped between check and read
 
 
