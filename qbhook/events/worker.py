@@ -83,7 +83,7 @@ from dataclasses import dataclass, field, replace
 from qbhook.catalog import indexer, state
 from qbhook.catalog.db import connect, rollback, still_current
 from qbhook.catalog.hashing import HashBudget
-from qbhook.catalog.scan import filesystems_away, prune_scans, scan_pools
+from qbhook.catalog.scan import filesystems_away, prune_scans, scan_pools, skipped_by_scan
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
@@ -142,11 +142,12 @@ def host_path(cfg: Config, path: str) -> str:
 def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: list[str] | None = None) -> set[str]:
     """Hashes of torrents whose files are, or share an inode with, any of ``paths``.
 
-    A path that cannot be made canonical, or that goes through a symlink below its pool's
-    root, is not looked up nor recorded; its reason is appended to ``rejected``. A path in a
-    pool is lstat-ed once, in its folder opened below the pool's root (``dirfd.FolderReader``),
-    and that one lstat is what is recorded and what says whether it is gone. A path outside
-    every pool is never read at all: only the catalog is asked about it.
+    A path that cannot be made canonical, that goes through a symlink below its pool's root,
+    or that no scan records (``scan.skipped_by_scan``), is not looked up nor recorded; its
+    reason is appended to ``rejected``. A path in a pool is lstat-ed once, in its folder opened
+    below the pool's root (``dirfd.FolderReader``), and that one lstat is what is recorded and
+    what says whether it is gone. A path outside every pool is never read at all: only the
+    catalog is asked about it.
     """
     with FolderReader(str(p.path) for p in cfg.pools) as reader:
         return _torrents_touching(cfg, catalog, infos, paths, rejected, reader)
@@ -181,7 +182,13 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
     related = {p}
     pool = cfg.pool_of(p)
     st = None
-    if pool is not None and p != os.path.normpath(str(pool.path)):
+    if pool is not None and p != (root := os.path.normpath(str(pool.path))):
+        if skipped_by_scan(p, root, cfg.scan):
+            # The scan's: a snapshot under .zfs (an automount), qbhook's staging, holding and
+            # relink names; what no scan records, no event records nor looks up either.
+            if rejected is not None:
+                rejected.append(f"event path refused: {p} is no path a scan records (scan.ignore_names, relink links)")
+            return set()
         try:
             st = reader.lstat(p)
         except FolderRefused as e:
