@@ -43,7 +43,7 @@ from qbhook.catalog.store import Catalog, Filesystem, InodeStat, stat_signature
 from qbhook.config import PoolConfig, ScanConfig
 from qbhook.dirfd import FolderRefused, NotAFolder, open_below, open_root
 from qbhook.errors import MassDeleteRefused, QbhookError
-from qbhook.paths import RELINK_PREFIX, shown
+from qbhook.paths import RELINK_PREFIX, relink_temp_named, shown
 from qbhook.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,20 @@ log = logging.getLogger(__name__)
 # qbhook's temporary relink links (``paths.RELINK_PREFIX``): a file so named is never catalogued.
 _RELINK = RELINK_PREFIX.encode()
 _RELINK_NAMED = b"/" + _RELINK  # how a find line's path holds such a name, right after a "/"
+
+
+def skipped_by_scan(path: str, root: str, scan_cfg: ScanConfig) -> bool:
+    """Whether no scan of the pool rooted at ``root`` ever records ``path`` (below it) as a file.
+
+    The walks' rule, for a path named from elsewhere (an event): a component below ``root`` is
+    one of ``scan.ignore_names`` (a folder so named is not entered, a file so named not kept), or
+    the last is named like qbhook's relink link (``paths.relink_temp_named``; a folder so named
+    is walked, but a folder is never recorded either). The walks apply it name by name in their
+    loops, where a call per entry would cost (the Python walk's filter, find's ``-prune`` and
+    ``_ignored_lines``); tests hold them to this statement of it.
+    """
+    rel = path[len(root.rstrip("/")) + 1 :]
+    return relink_temp_named(rel) or not set(rel.split("/")).isdisjoint(scan_cfg.ignore_names)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qbhook.errors import UnreadableJob
 from qbhook.events.model import Event
@@ -20,6 +20,13 @@ MAX_JOB_PATHS = 20000
 # rest are counted (``event_count``), not stored.
 MAX_JOB_PATH_CHARS = 4 * 1024 * 1024
 MAX_KEPT_EVENT_CHARS = 1024 * 1024
+
+# A finished ('done') job is history, kept ``sweep.keep_history``: ``qbhook queue`` shows its key,
+# kinds, sources, count of events, tries and result, nothing of what it named, and no finished job
+# runs or merges again. So it keeps the first few of its lists (``Parts.finished``): a Radarr
+# delete naming 3,300 paths kept them twice (paths and its event), ~1.7x its 233 KB body, per job.
+FINISHED_KEPT = 5
+FINISHED_KEPT_CHARS = 16 * 1024
 
 # The one job a full queue folds every new subject into (``JobQueue.enqueue``): it names no
 # torrent and no file, so the worker sweeps for it (worker._swept). No Event's key can equal it:
@@ -38,7 +45,8 @@ class Job:
     """One unit of work: everything the coalesced events said about one subject.
 
     ``hashes``/``paths``/``kinds``/``sources`` are the union over all merged events in
-    arrival order; ``events`` keeps the first MAX_KEPT_EVENTS of ``event_count``.
+    arrival order; ``events`` keeps the first MAX_KEPT_EVENTS of ``event_count``. A finished
+    ('done') job keeps only the first few of each (``Parts.finished``; ``truncated`` says so).
     ``attempts`` counts claims, so a run killed mid-way counts too.
     """
 
@@ -200,6 +208,27 @@ class Parts:
             True,
             self.count,
         )
+
+    def finished(self) -> Parts:
+        """What a finished job keeps: the first ``FINISHED_KEPT`` hashes and paths, of the job and
+        of each of its first ``FINISHED_KEPT`` events; ``truncated`` when that is not all of them."""
+
+        def few(items) -> tuple:
+            return _within(tuple(items[:FINISHED_KEPT]), FINISHED_KEPT_CHARS)
+
+        events = tuple(
+            {**e, "hashes": list(few(e.get("hashes", ()))), "paths": list(few(e.get("paths", ())))}
+            for e in self.events[:FINISHED_KEPT]
+        )
+        hashes, paths = few(self.hashes), few(self.paths)
+        cut = (
+            len(hashes) < len(self.hashes)
+            or len(paths) < len(self.paths)
+            or len(events) < len(self.events)
+            or any(len(k["hashes"]) < len(e.get("hashes", ())) for k, e in zip(events, self.events))
+            or any(len(k["paths"]) < len(e.get("paths", ())) for k, e in zip(events, self.events))
+        )
+        return replace(self, hashes=hashes, paths=paths, events=events, truncated=self.truncated or cut)
 
     def columns(self) -> tuple:
         # ASCII escapes: a lone surrogate from a JSON payload would make sqlite3 raise.

@@ -30,6 +30,12 @@ damaged row) is marked dead with a one-line error where it is met (``claim``, me
 and the queue goes on; ``list`` shows it with that error. Times are wall time: a pending job due
 further ahead than any delay this queue sets, or created in the future, was stranded by a
 backward clock step, and ``claim`` makes it due now (``_unstep``).
+
+A finished ('done') job is history: it keeps what ``qbhook queue`` shows (key, kinds, sources,
+count of events, tries, result) and only the first few of the hashes and paths it named
+(``Parts.finished``); a pending, running or dead job keeps everything, as it may run again.
+``prune`` drops finished jobs past ``sweep.keep_history`` and the oldest past
+``MAX_FINISHED_CHARS`` together, however fast a flood of events finished.
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ MAX_PENDING = ServerConfig.max_pending  # the default: one home, the config's
 
 
 STATES = ("pending", "running", "done", "dead")
+
+# Finished jobs kept at most, in characters of their contents together (newest first): the age
+# (``sweep.keep_history``) bounds them in time only, and a flood of events finishes as fast as the
+# worker runs. Each holds little (``Parts.finished``: a few KB), so tens of thousands of the latest fit.
+MAX_FINISHED_CHARS = 64 * 1024 * 1024
 
 # How long intake waits for the catalog's write lock (another process's scan or sweep, the
 # worker's transaction) before it answers 503: the queue's lock and SQLite's busy timeout each.
@@ -297,11 +308,7 @@ class JobQueue:
     def complete(self, job_id: int, result: str, *, worker_id: str | None = None, now: float | None = None) -> None:
         now = self._now(now)
         with self._write() as c:
-            self._running(c, job_id, worker_id)
-            c.execute(
-                "UPDATE event_jobs SET state = 'done', result = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                (text(result), now, now, job_id),
-            )
+            self._done(c, self._running(c, job_id, worker_id), result, now)
 
     def fail(self, job_id: int, error: str, *, worker_id: str | None = None, now: float | None = None) -> str:
         """Record a failed attempt; retry after an exponential delay or, out of attempts,
@@ -431,12 +438,20 @@ class JobQueue:
             ).fetchone()
         return int(row[0])
 
-    def prune(self, older_than_s: float, *, now: float | None = None) -> int:
-        """Delete finished ('done') jobs older than ``older_than_s``; dead jobs stay."""
+    def prune(self, older_than_s: float, *, now: float | None = None, max_chars: int = MAX_FINISHED_CHARS) -> int:
+        """Delete finished ('done') jobs older than ``older_than_s``, and the oldest of the rest past
+        ``max_chars`` of content together (``MAX_FINISHED_CHARS``); dead jobs stay."""
         cutoff = self._now(now) - older_than_s
         with self._write() as c:
             cur = c.execute("DELETE FROM event_jobs WHERE state = 'done' AND finished_at < ?", (cutoff,))
-            return cur.rowcount
+            over = c.execute(
+                "DELETE FROM event_jobs WHERE id IN (SELECT id FROM (SELECT id, SUM(length(hashes) + length(paths)"
+                " + length(kinds) + length(sources) + length(events) + length(coalesce(result, ''))"
+                " + length(coalesce(last_error, ''))) OVER (ORDER BY finished_at DESC, id DESC) AS upto"
+                " FROM event_jobs WHERE state = 'done') WHERE upto > ?)",
+                (max_chars,),
+            )
+            return cur.rowcount + over.rowcount
 
     # -- internals -------------------------------------------------------------------
 
@@ -529,12 +544,18 @@ class JobQueue:
             attempts=max(target.attempts, attempts),
             last_error=text(error),
         )
-        c.execute(
-            "UPDATE event_jobs SET state = 'done', result = ?, finished_at = ?, updated_at = ?,"
-            " worker_id = NULL WHERE id = ?",
-            (f"merged into job {target.id}", now, now, job.id),
-        )
+        self._done(c, job, f"merged into job {target.id}", now, worker_id=None)
         return target.id
+
+    @staticmethod
+    def _done(c: sqlite3.Connection, job: Job, result: str, now: float, **overrides) -> None:
+        """``job`` finished with ``result``; of what it named, the few a finished job keeps
+        (``Parts.finished``). A row that cannot be read keeps what it holds: it is no list to cut."""
+        values = {"state": "done", "result": text(result), "finished_at": now, "updated_at": now, **overrides}
+        if not job.unreadable:
+            values |= dict(zip(Parts.COLUMN_NAMES, Parts.of_job(job).finished().columns()))
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        c.execute(f"UPDATE event_jobs SET {assignments} WHERE id = ?", (*values.values(), job.id))
 
     @staticmethod
     def _store_merge(c: sqlite3.Connection, target: Job, extra: Parts, now: float, **overrides) -> None:

@@ -83,7 +83,7 @@ from dataclasses import dataclass, field, replace
 from qbhook.catalog import indexer, state
 from qbhook.catalog.db import connect, rollback, still_current
 from qbhook.catalog.hashing import HashBudget
-from qbhook.catalog.scan import filesystems_away, prune_scans, scan_pools
+from qbhook.catalog.scan import filesystems_away, prune_scans, scan_pools, skipped_by_scan
 from qbhook.catalog.store import Catalog
 from qbhook.catalog.torrents import IndexInconsistent, TorrentIndex, skipped_files_known
 from qbhook.clients.port import ClientPort
@@ -142,10 +142,12 @@ def host_path(cfg: Config, path: str) -> str:
 def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: list[str] | None = None) -> set[str]:
     """Hashes of torrents whose files are, or share an inode with, any of ``paths``.
 
-    A path that cannot be made canonical, or that goes through a symlink below its pool's
-    root, is not looked up nor recorded; its reason is appended to ``rejected``. A path in a
-    pool is lstat-ed once, in its folder opened below the pool's root (``dirfd.FolderReader``),
-    and that one lstat is what is recorded and what says whether it is gone.
+    A path that cannot be made canonical, that goes through a symlink below its pool's root,
+    or that no scan records (``scan.skipped_by_scan``), is not looked up nor recorded; its
+    reason is appended to ``rejected``. A path in a pool is lstat-ed once, in its folder opened
+    below the pool's root (``dirfd.FolderReader``), and that one lstat is what is recorded and
+    what says whether it is gone. A path outside every pool is never read at all: only the
+    catalog is asked about it.
     """
     with FolderReader(str(p.path) for p in cfg.pools) as reader:
         return _torrents_touching(cfg, catalog, infos, paths, rejected, reader)
@@ -180,7 +182,13 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
     related = {p}
     pool = cfg.pool_of(p)
     st = None
-    if pool is not None and p != os.path.normpath(str(pool.path)):
+    if pool is not None and p != (root := os.path.normpath(str(pool.path))):
+        if skipped_by_scan(p, root, cfg.scan):
+            # The scan's: a snapshot under .zfs (an automount), qbhook's staging, holding and
+            # relink names; what no scan records, no event records nor looks up either.
+            if rejected is not None:
+                rejected.append(f"event path refused: {p} is no path a scan records (scan.ignore_names, relink links)")
+            return set()
         try:
             st = reader.lstat(p)
         except FolderRefused as e:
@@ -194,7 +202,11 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
             return set()
         gone = st is None
     else:
-        gone = not os.path.lexists(p)  # not in a pool: nothing there is read
+        # Never read: outside every pool is no place of ours (a sibling sharing the pool's prefix,
+        # /etc, an autofs path this root process would mount), and a pool's root is no file. The
+        # catalog's links of the path are still looked up; a row it may hold (a pool since taken
+        # out of the config) stays, as a scan keeps what it cannot see: unknown is not deleted.
+        gone = False
     before = catalog.inode_by_path(p)  # read before record_path points p at the new inode
     rows = [before] if before is not None else []
     if st is not None and stat_mod.S_ISREG(st.st_mode):

@@ -389,6 +389,32 @@ def test_relink_links_are_never_catalogued_by_either_walk(twins):
     assert twins.names() == {b"a.mkv", b"in.mkv", b"x.qbhook-relink.y"}
 
 
+def test_skipped_by_scan_says_which_files_either_walk_leaves_out(twins):
+    # The walks' rule stated once for a path named from elsewhere (an event, R110): for every
+    # regular file in the tree it must answer what the Python walk and find both did.
+    seed = twins.seed
+    for rel in (
+        "t/a.mkv",
+        "t/.zfs",
+        ".zfs/snapshot/daily/t/a.mkv",
+        "t/deep/.qbhook-staging/part",
+        "t/.qbhook-holding/1/a.mkv",
+        "t/.qbhook-relink.1f.a.mkv",
+        "t/.qbhook-relink.dir/in.mkv",
+        "t/x.qbhook-relink.y",
+        "t/.zfsX/kept.mkv",
+    ):
+        write(seed / rel, b"x")
+    twins.first_scans()
+    twins.rescan_both()
+    cfg, cat = twins.cats["find"]
+    root = str(cfg.primary.path)
+    catalogued = {os.fsdecode(p) for p, *_ in _rows(cat)}
+    files = {os.path.join(d, n) for d, _dirs, names in os.walk(twins.stash) for n in names}
+    said = {f for f in files if not scanner.skipped_by_scan(f, root, cfg.scan)}
+    assert said == catalogued and len(catalogued) == 4
+
+
 def test_relink_link_lines_are_dropped_by_their_last_name_only():
     lines = [
         b"1 2 3 4.0 5.0 2 /r/t/.qbhook-relink.1f.a.mkv",  # dropped

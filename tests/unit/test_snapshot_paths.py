@@ -15,6 +15,7 @@ import pytest
 
 from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.indexer import snapshot_view, sync_client
+from qbhook.catalog.scan import scan_pools
 from qbhook.catalog.store import Catalog
 from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.planner import make_plan
@@ -324,6 +325,60 @@ def test_an_event_naming_a_folder_that_holds_a_seeding_root_reads_no_links(bed):
     library_linked_movie(bed)
     bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
     assert torrents_touching(bed.cfg, bed.cat, bed.qbt.torrents(), [str(bed.stash)]) == set()
+
+
+def test_an_event_path_outside_every_pool_touches_no_filesystem(bed, tmp_path, monkeypatch):
+    """R110: the worker (root) lstat-ed any path an event named outside every pool: a sibling
+    sharing the pool's prefix, /etc, an autofs path it would have mounted. Its answer is what it
+    was (no match, nothing refused: the catalog's links of the path are still read), unstat-ed."""
+    sibling = write(tmp_path / "stash2/secret", b"x")  # /stash2 beside pool /stash
+    library_linked_movie(bed)
+    bed.cat.record_path(str(bed.lib / "Movie (2020)/Movie (2020).mkv"), "stash")
+    pools = [str(p.path) for p in bed.cfg.pools]
+    touched: list[str] = []
+
+    def spy(real):
+        def call(path, *a, **k):
+            if not isinstance(path, int) and os.path.isabs(os.fsdecode(path)):
+                touched.append(os.fsdecode(path))
+            return real(path, *a, **k)
+
+        return call
+
+    for name in ("lstat", "stat", "open", "access", "scandir", "listdir"):
+        monkeypatch.setattr(os, name, spy(getattr(os, name)))
+    outside = [str(sibling), str(tmp_path / "net/host/share/x.mkv"), "/etc/shadow"]
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(*outside))
+    monkeypatch.undo()
+    assert [p for p in touched if not any(p == r or p.startswith(r + "/") for r in pools)] == []
+    assert result == {"groups": [], "note": "no torrent in any configured client matches this event"}
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        ".zfs/snapshot/daily/data/media/torrents/seeding/m/Movie/x.mkv",
+        "data/media/torrents/seeding/m/.qbhook-staging/x.mkv",
+        "data/media/torrents/seeding/m/Movie/.qbhook-holding/x.mkv",
+        "data/media/torrents/seeding/m/Movie/.qbhook-relink.1f.x.mkv",
+    ],
+)
+def test_an_event_records_no_path_the_scan_skips(bed, rel):
+    """R110: an event recorded any regular file it named in a pool, also one no scan ever records:
+    in a ZFS snapshot (its lstat automounts it), qbhook's staging or holding folder, a relink
+    link. The scan's own rule (``scan.skipped_by_scan``) refuses it, before any lstat."""
+    assert str(bed.seed_s).startswith(str(bed.stash) + "/data/media/torrents/seeding")
+    write(bed.seed_s / "m/Movie/x.mkv", b"movie")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/x.mkv", 5)])
+    named = write(bed.stash / rel, b"movie")
+    scan_pools(bed.cat, list(bed.cfg.pools), bed.cfg.scan)
+    scanned = all_catalog_paths(bed.cat)
+    assert str(named) not in scanned
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(str(named)))
+    assert all_catalog_paths(bed.cat) == scanned
+    assert result["groups"] == [] and result["rejected_paths"] == [
+        f"event path refused: {named} is no path a scan records (scan.ignore_names, relink links)"
+    ]
 
 
 # --------------------------------------------------------------------------- swapped between check and read

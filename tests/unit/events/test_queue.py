@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +17,7 @@ from qbhook.cli import main
 from qbhook.errors import QueueError
 from qbhook.events import _job
 from qbhook.events.model import Event
+from qbhook.events.parse import parse_arr
 from qbhook.events.queue import OVERFLOW_KEY, QUEUE_DDL, JobQueue
 
 from .serve_helpers import TOKEN, write_config
@@ -362,6 +365,104 @@ def test_prune_removes_old_done_jobs_only(q):
     assert q.prune(100, now=50.0) == 0
     assert q.prune(100, now=200.0) == 1
     assert q.get(a) is None and q.get(b) is not None
+
+
+def radarr_delete(n: int) -> Event:
+    """R110's flood: a Radarr delete naming ``n`` files (3,300: a 233 KB body)."""
+    files = [{"path": f"/movies/M{k}/" + "p" * 40 + f"/{k}.mkv"} for k in range(n)]
+    return parse_arr({"eventType": "MovieFileDelete", "movie": {"folderPath": "/movies"}, "deletedFiles": files})
+
+
+def row_chars(q, job_id: int) -> int:
+    """What ``prune`` counts of a row."""
+    sql = (
+        "SELECT length(hashes) + length(paths) + length(kinds) + length(sources) + length(events)"
+        " + length(coalesce(result, '')) + length(coalesce(last_error, '')) FROM event_jobs WHERE id = ?"
+    )
+    return q._conn.execute(sql, (job_id,)).fetchone()[0]
+
+
+def test_a_finished_job_keeps_a_few_of_what_it_named_and_all_a_reader_shows(q):
+    # R110: a done job kept its whole lists for sweep.keep_history: a flood of big deletes kept
+    # ~1.7x each body per job. A pending, failed or dead job stays whole: it may run again.
+    big = radarr_delete(3300)
+    done, _ = q.enqueue(big, now=0.0)
+    failed, _ = q.enqueue(replace(big, paths=big.paths[1:]), now=1.0)
+    q.claim("w", now=2.0)
+    q.complete(done, '{"groups": [], "note": "nothing matches"}', now=3.0)
+    job = q.get(done)
+    assert (job.state, job.coalesce_key, job.kinds, job.sources) == (
+        "done",
+        big.coalesce_key(),
+        (big.kind,),
+        ("radarr",),
+    )
+    assert (job.event_count, job.attempts, job.result) == (1, 1, '{"groups": [], "note": "nothing matches"}')
+    assert job.paths == big.paths[:5] and [e.paths for e in job.events] == [big.paths[:5]] and job.truncated
+    assert row_chars(q, done) < 2_000
+    q.claim("w", now=4.0)
+    assert q.fail(failed, "boom", now=5.0) == "pending" and q.get(failed).paths == big.paths[1:]
+    q.claim("w", now=100.0)
+    assert q.fail(failed, "boom", now=101.0) == "pending"
+    q.claim("w", now=200.0)
+    assert q.fail(failed, "boom", now=201.0) == "dead" and q.get(failed).events[0].paths == big.paths[1:]
+    q.retry_dead(failed, now=300.0)
+    assert q.claim("w", now=301.0).paths == big.paths[1:] and not q.get(failed).truncated
+
+
+def test_a_job_merged_into_a_newer_one_keeps_a_few_of_its_names_once_done(q):
+    a, _ = q.enqueue(ev(H1, paths=tuple(f"/p{i}" for i in range(50))), now=0.0)
+    q.claim("w", now=1.0)
+    b, _ = q.enqueue(ev(H1, kind="torrent_finished"), now=2.0)
+    assert q.fail(a, "boom", now=3.0) == "pending"
+    merged, into = q.get(a), q.get(b)
+    assert merged.result == f"merged into job {b}" and merged.paths == ("/p0", "/p1", "/p2", "/p3", "/p4")
+    assert len(into.paths) == 50  # what runs keeps all
+
+
+def test_qbhook_queue_shows_a_finished_big_job_as_it_was(tmp_path):
+    def cli(*args):
+        return CliRunner().invoke(main, ["--config", str(config), *args], env={"T": TOKEN})
+
+    config = write_config(tmp_path, 1)
+    assert cli("scan").exit_code == 0  # the catalog
+    conn = sqlite3.connect(tmp_path / "catalog.sqlite")
+    queue = JobQueue(conn)
+    big = radarr_delete(3300)
+    job_id, _ = queue.enqueue(big, now=0.0)
+    queue.claim("w", now=1.0)
+    queue.complete(job_id, '{"groups": [], "note": "no torrent in any configured client matches this event"}')
+    conn.close()
+    res = cli("queue")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [f"#{job_id:<6} done     {big.coalesce_key()[:40]:40} file_deleted x1 tries 1"]
+    res = cli("--json", "queue")
+    (shown,) = json.loads(res.output)
+    assert (shown["state"], shown["key"], shown["kinds"], shown["sources"], shown["events"]) == (
+        "done",
+        big.coalesce_key(),
+        ["file_deleted"],
+        ["radarr"],
+        1,
+    )
+    assert shown["result"] == {"groups": [], "note": "no torrent in any configured client matches this event"}
+
+
+def test_prune_keeps_the_newest_finished_jobs_within_a_size(q):
+    # However fast a flood of events finishes, the done rows kept stay within max_chars.
+    ids = []
+    for i in range(6):
+        job_id, _ = q.enqueue(ev(f"{i}" * 40), now=float(i))
+        q.claim("w", now=float(i))
+        q.complete(job_id, "x" * 1000, now=float(i))
+        ids.append(job_id)
+    dead, _ = q.enqueue(ev(H1, kind="torrent_finished"), now=10.0)
+    for t in (10.0, 100.0, 200.0):
+        q.claim("w", now=t)
+        q.fail(dead, "e" * 5000, now=t)
+    assert q.get(dead).state == "dead"
+    assert q.prune(3600, now=20.0, max_chars=2 * row_chars(q, ids[-1]) + 10) == 4
+    assert [j.id for j in q.list(states=["done"])] == ids[:-3:-1] and q.get(dead) is not None
 
 
 def test_huge_merges_are_capped_and_flagged(q, monkeypatch):
