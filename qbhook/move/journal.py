@@ -725,6 +725,12 @@ class Journal:
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET args=json_set(args, '$._dst_before', ?) WHERE id=?", (before, step_id))
 
+    def reopen(self, step_ids: list[int]) -> None:
+        """Put finished steps back to intended, their args and results kept: a resume runs them
+        again (``Executor._reopen_after_remake``), as it does any step a kill left intended."""
+        with Tx(self.conn) as c:
+            c.executemany("UPDATE steps SET status='intended' WHERE id=?", [(i,) for i in step_ids])
+
     def note_rechecked(self, step_id: int) -> None:
         """Record, in a repair step's args (``_rechecked``), that it is about to ask its client for a
         recheck: from then on the client's progress is that check's, not the one found."""
