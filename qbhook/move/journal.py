@@ -959,6 +959,17 @@ class Journal:
             view = {**json.loads(args), "source_seen": source}
             c.execute("UPDATE steps SET error=?, args=? WHERE id=?", (shown_or_none(why), _dumps_sorted(view), step_id))
 
+    def leftover_waits_for(self, step_id: int, torrent: str | None) -> None:
+        """Record in a leftover view's args (``waits_for``) that a torrent may still write it
+        (``leftovers.INCOMPLETE_USER``): its name, "" when the listing did not say which. ``status``
+        then says the view waits for that torrent, not that the next run removes it. None takes the
+        record off: the view is tried as any other. Still tracked either way (``result`` NULL)."""
+        with Tx(self.conn) as c:
+            if torrent is None:
+                c.execute("UPDATE steps SET args=json_remove(args, '$.waits_for') WHERE id=?", (step_id,))
+            else:
+                c.execute("UPDATE steps SET args=json_set(args, '$.waits_for', ?) WHERE id=?", (torrent, step_id))
+
     def leftover_retry(self, step_id: int) -> None:
         """Put a view waiting for a person back among those a run tries to remove."""
         with Tx(self.conn) as c:
