@@ -175,11 +175,8 @@ def status(app: App):
             echo_shown("last sweep: never (run `qbhook sweep`)")
         if d["unfinished_runs"]:
             echo_shown(f"UNFINISHED runs: {d['unfinished_runs']} (run `qbhook resume`)")
-        if d["leftover_views"]:
-            echo_shown(
-                f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
-                "(the next `apply --yes` or sweep removes them once verified)"
-            )
+        for line in _leftover_lines(d):
+            echo_shown(line)
         for r in d["recent_runs"]:
             echo_shown(f"run {r['id']}: {r['status']} ({r['trigger']}, {when(r['started_at'])})")
         for name, p in d["pools"].items():
@@ -200,6 +197,26 @@ def status(app: App):
     app.emit(data, human)
     if data["problems"]:
         sys.exit(ExitCode.FAILURE)  # something needs a person
+
+
+def _leftover_lines(d: dict) -> list[str]:
+    """``status``'s lines on the leftover views a run still tries to remove: those the next one
+    removes once verified, and each one a torrent may still write, which none removes until that
+    torrent completes on it or goes (``leftovers.INCOMPLETE_USER``): saying the next run removes it
+    sent a person waiting on a run that only keeps it, run after run (R111)."""
+    out = []
+    if d["leftover_views"]:
+        out.append(
+            f"{len(d['leftover_views'])} leftover view file(s) of rolled-back groups "
+            "(the next `apply --yes` or sweep removes them once verified)"
+        )
+    kept = d["leftover_views_kept"]
+    for k in kept[:10]:
+        who = f"torrent {k['torrent']}" if k["torrent"] else "a torrent not complete on it"
+        out.append(f"leftover view {k['path']}: kept while {who} may still write it (until it completes on it or goes)")
+    if len(kept) > 10:
+        out.append(f"...and {len(kept) - 10} more leftover view(s) kept so (`qbhook --json status` lists them)")
+    return out
 
 
 def _orphans_line(o: dict | None) -> str:

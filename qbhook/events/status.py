@@ -564,7 +564,13 @@ def report(cfg: Config, catalog) -> dict:
         counts = JobQueue(conn).counts()
         unfinished = [r.id for r in Journal(conn).unfinished_runs()]
         tracked = Journal(conn).leftover_tracked()
-        leftover_views = [v["path"] for _sid, v, why in tracked if why is None]
+        leftover_views = [v["path"] for _sid, v, why in tracked if why is None and "waits_for" not in v]
+        # ...and those a torrent may still write (``leftovers.INCOMPLETE_USER``): no run removes them yet.
+        kept = [
+            {"path": v["path"], "torrent": v["waits_for"] or None}
+            for _sid, v, why in tracked
+            if why is None and "waits_for" in v
+        ]
         waiting = [{"path": v["path"], "reason": why} for _sid, v, why in tracked if why is not None]
         orphans = last_orphans(conn)
         catalog_counts = catalog.counts()
@@ -599,6 +605,9 @@ def report(cfg: Config, catalog) -> dict:
         ],
         "unfinished_runs": unfinished,
         "leftover_views": leftover_views,  # views of rolled-back groups, removed by the next apply/sweep
+        # ...that a torrent not complete on them may still write (its name, None: not known): kept
+        # until it completes on them or goes, then removed or no longer tracked.
+        "leftover_views_kept": kept,
         "leftover_views_waiting": waiting,  # ...whose source is gone or does not verify: a person's (problems)
         # The last `qbhook orphans` run's totals (None: it never ran; nothing else computes them).
         "orphans": None

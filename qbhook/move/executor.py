@@ -1280,7 +1280,10 @@ class Executor:
     def _steps(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]], remake: frozenset[int]) -> None:
         """Carry out the group's steps in order: a step an earlier attempt finished is replayed
         (``StepHandler.replay``) unless its handler repeats it (``redo``) or it is a repair's make
-        step whose file is gone since (``remake``: ``_repair_files_gone``), made again."""
+        step whose file is gone since (``remake``: ``_repair_files_gone``), made again, the steps
+        that judged the files before run again after it (``_reopen_after_remake``)."""
+        if remake:
+            mine = self._reopen_after_remake(mine)
         relocated = {
             (r.args.get("instance"), r.args.get("torrent"))
             for _s, step, r in mine
@@ -1302,6 +1305,26 @@ class Executor:
                 h.replay(st, seq, step, row)
                 continue
             self._run_step(st, seq, step, row)
+
+    def _reopen_after_remake(
+        self, mine: list[tuple[int, Step, StepRow | None]]
+    ) -> list[tuple[int, Step, StepRow | None]]:
+        """A resumed repair about to make again a file gone since (``_repair_files_gone``): its
+        finished steps whose handler says so (``StepHandler.after_remake``: the Repair step's
+        recheck, wait and start, and verify_group's verdict) are intended again, journaled before
+        anything is made, so they run on the files made now, after a kill too. Replayed, a torrent
+        stopped at its earlier recheck's 100 %, over files gone since, passed verify_group on that
+        stale figure and the group ended done, the torrent stopped and never rechecked (R111)."""
+        ids = {
+            r.id
+            for _q, s, r in mine
+            if r is not None and r.status == StepStatus.DONE and getattr(HANDLERS.get(type(s)), "after_remake", False)
+        }
+        if not ids:
+            return mine
+        self.journal.reopen(sorted(ids))
+        again = StepStatus.INTENDED
+        return [(q, s, replace(r, status=again) if r is not None and r.id in ids else r) for q, s, r in mine]
 
     def _repair_files_gone(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> frozenset[int]:
         """The seqs of a resumed repair's finished make steps (a link, an empty file) whose
@@ -4095,6 +4118,9 @@ class StepHandler:
     redo: Callable[[Step, set, list], bool] = _never
     prepare: Callable[[Executor, _GroupRun, Step, StepRow | None], Step] = _as_planned
     irreversible: Callable[[FolderReader, Step, StepRow], bool] | None = None
+    # Whether a finished step runs again when a resumed repair makes a file again that is gone
+    # since (``Executor._reopen_after_remake``): it judged the files that were there.
+    after_remake: bool = False
 
 
 def _handler(step: Step) -> StepHandler:
@@ -4428,7 +4454,7 @@ HANDLERS: dict[type[Step], StepHandler] = {
     Relocate: StepHandler(
         Executor._relocate, replay=_replay_relocate, replay_failed=_replay_relocate_failed, prepare=Executor._observe
     ),
-    VerifyGroup: StepHandler(Executor._verify_group, redo=_redo_group),
+    VerifyGroup: StepHandler(Executor._verify_group, redo=_redo_group, after_remake=True),
     Start: StepHandler(Executor._start),
     Delete: StepHandler(
         Executor._delete,
@@ -4440,5 +4466,5 @@ HANDLERS: dict[type[Step], StepHandler] = {
     PruneDirs: StepHandler(Executor._prune_dirs),
     Tag: StepHandler(Executor._tag),
     Converge: StepHandler(Executor._converge, probe=_probe_converge, replay=_replay_converge),
-    Repair: StepHandler(Executor._repair, prepare=Executor._observe),
+    Repair: StepHandler(Executor._repair, prepare=Executor._observe, after_remake=True),
 }

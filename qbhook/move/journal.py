@@ -736,6 +736,12 @@ class Journal:
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET args=json_set(args, '$._dst_before', ?) WHERE id=?", (before, step_id))
 
+    def reopen(self, step_ids: list[int]) -> None:
+        """Put finished steps back to intended, their args and results kept: a resume runs them
+        again (``Executor._reopen_after_remake``), as it does any step a kill left intended."""
+        with Tx(self.conn) as c:
+            c.executemany("UPDATE steps SET status='intended' WHERE id=?", [(i,) for i in step_ids])
+
     def note_rechecked(self, step_id: int) -> None:
         """Record, in a repair step's args (``_rechecked``), that it is about to ask its client for a
         recheck: from then on the client's progress is that check's, not the one found."""
@@ -963,6 +969,17 @@ class Journal:
             (args,) = c.execute("SELECT args FROM steps WHERE id=?", (step_id,)).fetchone()
             view = {**json.loads(args), "source_seen": source}
             c.execute("UPDATE steps SET error=?, args=? WHERE id=?", (shown_or_none(why), _dumps_sorted(view), step_id))
+
+    def leftover_waits_for(self, step_id: int, torrent: str | None) -> None:
+        """Record in a leftover view's args (``waits_for``) that a torrent may still write it
+        (``leftovers.INCOMPLETE_USER``): its name, "" when the listing did not say which. ``status``
+        then says the view waits for that torrent, not that the next run removes it. None takes the
+        record off: the view is tried as any other. Still tracked either way (``result`` NULL)."""
+        with Tx(self.conn) as c:
+            if torrent is None:
+                c.execute("UPDATE steps SET args=json_remove(args, '$.waits_for') WHERE id=?", (step_id,))
+            else:
+                c.execute("UPDATE steps SET args=json_set(args, '$.waits_for', ?) WHERE id=?", (torrent, step_id))
 
     def leftover_retry(self, step_id: int) -> None:
         """Put a view waiting for a person back among those a run tries to remove."""

@@ -5,9 +5,13 @@ path, inode, source, content). The next run (``apply --yes``, the sweeper) remov
 through ``fsops.remove_leftover_view`` once it is verified to be the very inode qbhook made,
 still holding the content qbhook proved it held, that content still lives elsewhere, and no
 torrent of any client uses the path now (a view that is a name of its keep's inode: by that
-name, ``orphans.name_in_use``; the keep's own torrent uses its own name). A complete torrent's
-file ends its tracking (``in_use``: it seeds there now); an incomplete torrent's place keeps it
-tracked (``KEPT``) until that torrent completes on it or goes: a failed repair's link it could not
+name, ``orphans.name_in_use``; the keep's own torrent uses its own name). A file a torrent seeds
+from ends its tracking (``in_use``, ``orphans.REFERENCED``: a complete torrent's file, or a wanted
+file of one at 100 % of what it wants that skips others, R111). A place a torrent may still write
+keeps it tracked (``KEPT``, ``INCOMPLETE_USER``; ``orphans.PROTECTED``: a file it still needs or
+skips, or in a folder it keeps its data in) until that torrent completes on it or goes, and
+``status`` says it waits for that torrent (``waits_for``, its name when the listing says which:
+``orphans.writer_of``), not that the next run removes it: a failed repair's link it could not
 take back lies under its own torrent, stopped under 100 %, and ending its tracking left a library
 inode there for good, out of ``status`` (R105). A
 client that cannot be listed postpones the cleanup (never a guess), and so does a listing that
@@ -41,7 +45,7 @@ _log = logging.getLogger(__name__)
 
 KEPT = "kept"  # a view's result that is no verdict: still pending, tried again next run
 NEEDS_PERSON = "needs_person"  # its source is gone or does not verify: kept, not tried again (see above)
-INCOMPLETE_USER = "an incomplete torrent names it or keeps its data there: kept until it completes or goes"
+INCOMPLETE_USER = "a torrent not complete on it may still write it: kept until that torrent completes on it or goes"
 
 
 def pending(catalog) -> list[dict]:
@@ -55,7 +59,7 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
     """Remove the journal's leftover views that are still qbhook's and redundant; one result per view."""
     from qbhook.move.journal import Journal
     from qbhook.move.locks import executor_lock
-    from qbhook.move.orphans import LEFTOVERS, REFERENCED, check_listing, references
+    from qbhook.move.orphans import LEFTOVERS, check_listing, references
 
     journal = Journal(catalog.conn)
     tracked = journal.leftover_tracked()
@@ -83,15 +87,15 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
             path = os.path.normpath(v["path"])
             pool = cfg.pool_of(path)
             inode = (pool.name if pool is not None else None, int(v["ino"]))
-            use = _in_use(path, v, refs)
-            if use == REFERENCED:
+            used, writer = _in_use(path, v, refs)
+            if used and writer is None:
                 # A torrent seeds from it now (by its path, or through a symlink onto it): no leftover.
                 res = {"status": "in_use"}
-            elif use is not None:
-                # An incomplete torrent names it or keeps its data there: most often the failed repair's
-                # own, stopped under 100 % on a library inode it could not take back (R105). Untracked,
-                # it stayed there for good, out of ``status``: kept, tried again each run.
-                res = {"status": KEPT, "reason": INCOMPLETE_USER}
+            elif used:
+                # A torrent may still write it: most often the failed repair's own, stopped under 100 %
+                # on a library inode it could not take back (R105). Untracked, it stayed there for good,
+                # out of ``status``: kept, tried again each run, ``status`` naming that torrent.
+                res = {"status": KEPT, "reason": INCOMPLETE_USER, "torrent": writer}
             elif inode in kept:
                 # A link onto this copy stayed (a refusal that says nothing of it): the copy still
                 # has it, and "linked elsewhere" would release it, its duplicate untracked for good.
@@ -100,6 +104,9 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
                 res = _remove_one(cfg, catalog, path, v)
             if res["status"] == KEPT:
                 kept.add(inode)
+            waits = res["torrent"] if res.get("reason") == INCOMPLETE_USER else None
+            if waits != v.get("waits_for"):
+                journal.leftover_waits_for(sid, waits)
             if res["status"] == NEEDS_PERSON:
                 journal.leftover_needs_person(sid, res["reason"], res.pop("source_seen"))
                 _tell_waiting(res["reason"])
@@ -111,10 +118,10 @@ def remove_leftover_views(cfg, catalog, clients: Iterable[ClientPort]) -> list[d
         lock.release()
 
 
-def _in_use(path: str, v: dict, refs) -> str | None:
-    """How a torrent uses the view at ``path`` (journaled as ``v``) now (``orphans.in_use``'s
-    verdict: ``REFERENCED``, a complete torrent's file; ``PROTECTED``, an incomplete torrent's
-    place), None when none does. A view that is a name
+def _in_use(path: str, v: dict, refs) -> tuple[bool, str | None]:
+    """Whether a torrent uses the view at ``path`` (journaled as ``v``) now, and, when one may still
+    write it (``orphans.in_use``'s PROTECTED), which: ``orphans.writer_of``, "" when the listing does
+    not say (None: a torrent seeds from it, REFERENCED, or none uses it). A view that is a name
     of its keep's inode (a link a demote made from a donor on the target pool, usually another
     torrent's seeding file) is used only by that name (``orphans.name_in_use``: a listed name of the
     inode in the view's folder, by the folder's identity, whatever path or spelling): the donor's
@@ -122,13 +129,15 @@ def _in_use(path: str, v: dict, refs) -> str | None:
     only while the keep still names the same inode) takes nothing from it. By identity alone it read
     as in use, and its tracking ended with it on disk for good. Any other view by identity too
     (``orphans.in_use``): a torrent reaching its inode by any name uses the one copy it is."""
-    from qbhook.move.orphans import identity, in_use, name_in_use
+    from qbhook.move.orphans import PROTECTED, identity, in_use, name_in_use, writer_of
 
     key = identity(path)
     keep = v.get("keep")
     if key is not None and isinstance(keep, str) and identity(os.path.normpath(keep)) == key:
-        return name_in_use(path, refs, key)
-    return in_use(path, refs, key)
+        used, by = name_in_use(path, refs, key), None  # by this name only: not the donor's torrent
+    else:
+        used, by = in_use(path, refs, key), key
+    return used is not None, (writer_of(path, refs, by) or "") if used == PROTECTED else None
 
 
 def _tell_waiting(why: str) -> None:

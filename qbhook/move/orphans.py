@@ -8,8 +8,10 @@ are the thin side effects around it):
   are not entered, nor its temporary relink links listed: ``paths.RELINK_PREFIX``; a drop name
   among those, a link a killed delete left hidden, is named for a person, never reclaimable;
   nor the catalog, its journal files or the lock folder, by identity: ``own_identities``);
-* a file is *referenced* when it is a file of a complete torrent of any client, by path or by
-  identity (``references``: each such path is stat-ed through its symlinks, and an entry whose
+* a file is *referenced* when a torrent of any client seeds from it, by path or by
+  identity: a file of a complete torrent, or a wanted file of one at 100 % of what it wants
+  that skips others (its skipped files and its folder are *protected*: ticked again, they are
+  written) (``references``: each such path is stat-ed through its symlinks, and an entry whose
   (device, inode) one of them reaches is that torrent's data, whatever path the walk met it by:
   cross-seed's symlinks onto it, a save path that is a symlink to a folder, a client spelling a
   name in another Unicode normalization or case than the dataset shows it; so another hard link
@@ -206,7 +208,9 @@ class MissingData:
 class References:
     """What the clients say is in use, in host paths."""
 
-    files: frozenset[str]  # files of complete torrents (and where a link among them points, its target gone)
+    # Files torrents seed from: each of a complete torrent, each wanted one of a torrent at 100 % of
+    # what it wants that skips others (and where a link among them points, its target gone).
+    files: frozenset[str]
     protected: tuple[str, ...]  # folders/files never to call orphaned
     torrents: int  # how many torrents were listed, all clients
     moving: tuple[str, ...] = ()  # torrents qBittorrent is relocating right now
@@ -265,6 +269,13 @@ class References:
     # yet)", "client NAME's temp path"): one that holds a whole seeding root is named for a person
     # (``kept_whole_roots``), not left to read as "0 reclaimable".
     keepers: Mapping[str, str] = field(default_factory=dict)
+    # (name, places) of each torrent that may still write where it keeps its data (every one not
+    # complete, one skipping files at 100 % too): its files under its save and download paths, as
+    # listed, skipped ones and their ``.unwanted`` places too, and the folders it keeps whole
+    # (``_in_use_folders``). Which torrent a protected path waits for (``writer_of``): the
+    # strings ``partial_inodes`` was made from, a tuple per torrent, looked through only for the
+    # few views a leftover pass keeps, never per walked file.
+    writers: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -481,6 +492,17 @@ def name_in_use(path: str, refs: References, key: tuple[int, int] | None) -> str
     if key is not None and _names_the_view(path, refs.names.get(key, ())):
         return in_use(path, refs, key)
     return in_use(path, refs)
+
+
+def writer_of(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
+    """The name of a torrent that may still write ``path`` (one ``in_use`` calls PROTECTED): the
+    first listed that names it, or a name of the file ``key``, as one of its files (a skipped one
+    too), or keeps its data in a folder holding it (``References.writers``). None when no listed
+    place says which (a match by identity alone, a part file, the temp path): the caller says "a
+    torrent not complete". One pass over the torrents not complete, for a view a leftover pass keeps."""
+    spelled = {path, *(refs.names.get(key, ()) if key is not None else ())}
+    ups = {u for p in spelled for u in _upward(p)}
+    return next((name for name, places in refs.writers if any(p in ups for p in places)), None)
 
 
 def _names_the_view(path: str, listed: Iterable[str]) -> bool:
@@ -1131,11 +1153,12 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
     found = _Found()
     unwanted: dict[str, set[str]] = defaultdict(set)  # base (save or download path) -> ``_unwanted`` below it
+    writers: list[tuple[str, tuple[str, ...]]] = []  # ``References.writers``
     n = 0
     for c in clients:
         label = getattr(c, "name", "?")
         complete_ones: list[tuple[str, tuple[str, ...]]] = []
-        mine: set[str] = set()  # this client's complete torrents' files
+        mine: set[str] = set()  # the files its torrents seed from (``References.files``)
         partial: set[str] = set()  # the files of its torrents not complete, where it keeps them
         listing, temp = _list_client(c, label, doing)
         protected.update(dict.fromkeys(temp, f"client {label}'s temp path"))
@@ -1144,23 +1167,21 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             if t.state == "moving":
                 moving.append(t.name or t.hash)
             save, bases = _places(t, fs, unwanted)
-            complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
-            if complete and save:
+            seeds = t.has_metadata and t.progress >= 1.0 and bool(fs) and bool(save)  # all it wants is there
+            if seeds and all(f.wanted for f in fs):
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
                 mine.update(paths)
                 complete_ones.append((save, paths))
                 maybe_missing.append((t, fs, paths, ""))  # missing its files if one of them is absent
                 continue
-            if t.is_missing_files:
-                maybe_missing.append((t, fs, (), ""))
-            elif t.has_metadata and save and not t.is_fetching and (gone := _absent_wanted(t, save, fs)):
-                # (One its client is still getting: a file not written yet is the download, not a loss.)
-                maybe_missing.append((t, fs, (), gone))  # rechecked to 0 % after its folder was renamed
-            protected.update(dict.fromkeys(_in_use_folders(t, fs, bases), _keeper(t)))
-            # ...and what its files reach (a folder of symlinks holds none of its data), skipped ones too.
-            held_back = _unwanted([f for f in fs if not f.wanted])  # only a skipped file is kept there
-            partial.update(os.path.normpath(posixpath.join(b, rel)) for b in bases for rel in held_back)
-            partial.update(os.path.normpath(posixpath.join(b, f.name)) for b in bases for f in fs)
+            if seeds:  # skipping a file at 100 % of the rest: it seeds from each wanted one (R111)
+                mine.update(os.path.normpath(posixpath.join(save, f.name)) for f in fs if f.wanted)
+            if (why := _why_missing(t, fs, save)) is not None:
+                maybe_missing.append((t, fs, (), why))
+            folders, places = _writes(t, fs, bases)
+            protected.update(dict.fromkeys(folders, _keeper(t)))
+            partial.update(places)  # what they reach (a folder of symlinks holds none of its data)
+            writers.append((t.name or t.hash, (*places, *folders)))
         listings.append(ClientListing(label, _map_label(c), tuple(complete_ones)))
         found.add(mine, partial, _host_maps(c))
     # A folder in use reached through a symlink: what it points at is in use too.
@@ -1183,6 +1204,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
         protected_ids=_stat_ids(seen),  # ...and by identity, whatever realpath can spell
         keepers=protected,
+        writers=tuple(writers),
     )
 
 
@@ -1200,6 +1222,28 @@ def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]]
     for base in bases:
         unwanted[base] |= skipped
     return save, bases
+
+
+def _why_missing(t: TorrentInfo, fs: list[TorrentFile], save: str) -> str | None:
+    """Why ``t``, a torrent not complete, may be missing its files (``_missing``): "" when its
+    client says so, ``_absent_wanted``'s why when a wanted file is absent (rechecked to 0 % after its
+    folder was renamed), None when neither. Not one its client is still getting: a file not written
+    yet is the download, not a loss."""
+    if t.is_missing_files:
+        return ""
+    if t.has_metadata and save and not t.is_fetching and (gone := _absent_wanted(t, save, fs)):
+        return gone
+    return None
+
+
+def _writes(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> tuple[list[str], list[str]]:
+    """Where ``t``, a torrent not complete (or skipping files), may still write: the folders it
+    keeps whole (``_in_use_folders``), and each of its files' places below each of ``bases``, a
+    skipped one's ``.unwanted`` place too (``_unwanted``: only a skipped file is kept there)."""
+    held_back = _unwanted([f for f in fs if not f.wanted])
+    places = [os.path.normpath(posixpath.join(b, rel)) for b in bases for rel in held_back]
+    places += [os.path.normpath(posixpath.join(b, f.name)) for b in bases for f in fs]
+    return _in_use_folders(t, fs, bases), places
 
 
 def _in_use_folders(t: TorrentInfo, fs: list[TorrentFile], bases: list[str]) -> list[str]:
@@ -1643,6 +1687,7 @@ def _either(first: References, again: References) -> References:
         anchors=None if first.anchors is None or again.anchors is None else first.anchors | again.anchors,
         protected_ids=first.protected_ids | again.protected_ids,
         keepers={**again.keepers, **first.keepers},
+        writers=first.writers + again.writers,
     )
 
 

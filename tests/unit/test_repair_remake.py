@@ -8,7 +8,14 @@ missing") for good. It now makes the file again by the same verified act as a fi
 same write-place check (``Executor._repair_files_gone``). A file at the name (another inode or
 not) is never replaced: the view judges it. The library file is never written.
 
-Against the parent (06ecfb8) the remake tests fail at verify_view: the file is missing."""
+Against the parent (06ecfb8) the remake tests fail at verify_view: the file is missing.
+
+R111: a group killed after its Repair step ended (recheck, start) but before verify_group. A file
+gone since was made again, the Repair step replayed, and verify_group took a stopped torrent's
+100 %, its old recheck's over files gone since, for proof: the group ended done, the torrent
+stopped and never rechecked on the files made now. Its Repair step and verify_group now run again
+(``Executor._reopen_after_remake``), journaled before the remake, so after a kill too (b156c31
+ended the group done with no recheck, or failed it at verify_group on a missingFiles torrent)."""
 
 from __future__ import annotations
 
@@ -149,3 +156,75 @@ def test_a_twin_whose_failed_twin_is_gone_finishes_on_its_links_made_again(world
     assert _library_as_it_was(lib) == before
     for rel, p in lib.items():
         assert os.lstat(os.path.join(w.seed_s, rel)).st_ino == os.lstat(p).st_ino
+
+
+def _killed_after_the_repair_step(w, lib, state: str) -> str:
+    """H1's repair killed right before verify_group (its recheck and start done); while qbhook is
+    down the view's movie goes and H1 is stopped (stoppedUP: qBittorrent still shows the 100 % of
+    before) or shows missingFiles. -> the gone file's path."""
+
+    def kill(point, _gid, _seq, step):
+        if point == "before" and step.kind == "verify_group":
+            raise Crash
+
+    with pytest.raises(Crash):
+        w.executor(hook=kill).apply(_plan(w, lib))
+    t = w.qbt.t[H1]
+    assert not t.stopped and t.progress == 1.0  # started by the finished Repair step
+    gone = os.path.join(w.seed_s, MOVIE)
+    os.unlink(gone)
+    if state == "stoppedUP":
+        t.stopped = True
+    else:
+        t.transient = "missingFiles"
+    w.qbt.calls.clear()
+    return gone
+
+
+@pytest.mark.parametrize("state", ["stoppedUP", "missingFiles"])
+def test_a_file_made_again_after_the_repair_step_is_rechecked_before_the_group_is_done(world, state):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    before = _library_as_it_was(lib)
+    _killed_after_the_repair_step(w, lib, state)
+    (run,) = w.executor().resume()
+    assert run.groups_done and not run.groups_failed, run.groups_failed
+    calls = [c[0] for c in w.qbt.calls]
+    assert calls[-2:] == ["recheck", "start"], calls  # rechecked on the file made now, then started
+    assert w.qbt.torrent(H1).state == "stalledUP" and w.qbt.t[H1].progress == 1.0
+    _linked_from_library(w, lib)
+    assert _library_as_it_was(lib) == before
+
+
+def test_a_file_made_again_whose_recheck_fails_never_ends_the_group_done(world):  # noqa: F811
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "stoppedUP")
+    w.qbt.fail_at[w.seed_s] = 0.5
+    (run,) = w.executor().resume()
+    assert not run.groups_done
+    (reason,) = run.groups_failed.values()
+    assert "50.0%" in reason, reason
+    assert "recheck" in [c[0] for c in w.qbt.calls] and w.qbt.t[H1].stopped
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())  # what it made taken back
+
+
+def test_a_kill_after_the_file_is_made_again_still_rechecks_on_resume(world):  # noqa: F811
+    """The remake journaled its reason first: killed once the file is there again (nothing gone
+    any more on the next resume), the Repair step still runs again instead of being replayed."""
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "stoppedUP")
+
+    def kill(point, _gid, _seq, step):
+        if point == "before" and step.kind == "verify_view":
+            raise Crash  # the movie made again, nothing after it run
+
+    with pytest.raises(Crash):
+        w.executor(hook=kill).resume()
+    assert "recheck" not in [c[0] for c in w.qbt.calls]
+    (run,) = w.executor().resume()
+    assert run.groups_done and not run.groups_failed, run.groups_failed
+    assert [c[0] for c in w.qbt.calls][-2:] == ["recheck", "start"]
+    assert not w.qbt.t[H1].stopped and w.qbt.t[H1].progress == 1.0
+    _linked_from_library(w, lib)
