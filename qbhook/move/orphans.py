@@ -1174,7 +1174,9 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
                 complete_ones.append((save, paths))
                 maybe_missing.append((t, fs, paths, ""))  # missing its files if one of them is absent
                 continue
-            if seeds:  # skipping a file at 100 % of the rest: it seeds from each wanted one (R111)
+            # Skipping a file at 100 % of the rest: it seeds from each wanted one (R111); not one
+            # missing its files, whose 100 % after a restart is the old one (R115).
+            if seeds and not t.is_missing_files:
                 mine.update(os.path.normpath(posixpath.join(save, f.name)) for f in fs if f.wanted)
             if (why := _why_missing(t, fs, save)) is not None:
                 maybe_missing.append((t, fs, (), why))

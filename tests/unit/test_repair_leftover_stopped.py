@@ -115,3 +115,18 @@ def test_a_view_a_torrent_at_100_skips_stays_kept_for_it_until_it_goes(world):  
     assert res["status"] == "removed", res
     assert not os.path.lexists(view) and os.lstat(lib[MOVIE]).st_nlink == 1
     assert report(w.cfg, w.cat)["leftover_views_kept"] == []
+
+
+def test_a_missing_files_torrent_s_old_100_does_not_end_a_kept_view(world):  # noqa: F811
+    """R115: after a restart a missingFiles torrent still shows its old 100 %: skipping a file, its
+    wanted files were taken for files it seeds from, and the repair link it could not take back (a
+    library inode under it) ended as in_use, out of ``status``. It stays kept for that torrent."""
+    w = world
+    view, lib = _kept_repair_link(w)
+    t = w.qbt.t[H1]
+    t.transient, t.stopped, t.progress = "missingFiles", True, 1.0
+    t.files = [(n, s, 0 if n == FILES[1][0] else p) for n, s, p in t.files]
+    (res,) = leftovers.remove_leftover_views(w.cfg, w.cat, [w.qbt])
+    assert res["status"] == leftovers.KEPT, res
+    assert [v["path"] for v in leftovers.pending(w.cat)] == [view]
+    assert os.lstat(view).st_ino == os.lstat(lib[FILES[0][0]]).st_ino
