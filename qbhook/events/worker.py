@@ -142,12 +142,13 @@ def host_path(cfg: Config, path: str) -> str:
 def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: list[str] | None = None) -> set[str]:
     """Hashes of torrents whose files are, or share an inode with, any of ``paths``.
 
-    A path that cannot be made canonical, that goes through a symlink below its pool's root,
-    or that no scan records (``scan.skipped_by_scan``), is not looked up nor recorded; its
-    reason is appended to ``rejected``. A path in a pool is lstat-ed once, in its folder opened
-    below the pool's root (``dirfd.FolderReader``), and that one lstat is what is recorded and
-    what says whether it is gone. A path outside every pool is never read at all: only the
-    catalog is asked about it.
+    A path that cannot be made canonical, or that goes through a symlink below its pool's root,
+    is not looked up nor recorded; its reason is appended to ``rejected``. A path no scan records
+    (``scan.skipped_by_scan``) is neither read, looked up nor recorded, and is no refusal: it
+    matches the torrents whose content paths hold it, by its spelling only. Any other path in a
+    pool is lstat-ed once, in its folder opened below the pool's root (``dirfd.FolderReader``),
+    and that one lstat is what is recorded and what says whether it is gone. A path outside
+    every pool is never read at all: only the catalog is asked about it.
     """
     with FolderReader(str(p.path) for p in cfg.pools) as reader:
         return _torrents_touching(cfg, catalog, infos, paths, rejected, reader)
@@ -173,7 +174,8 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
 
 
 def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: FolderReader) -> set[str]:
-    """``p`` and every catalogued link of the inode it was and of the one it is now (empty: refused).
+    """``p`` and every catalogued link of the inode it was and of the one it is now (empty: refused;
+    ``p`` alone: a path no scan records, ``scan.skipped_by_scan``).
 
     Both inodes: an upgrade under a naming scheme without quality replaces the library file
     under the same name (``deletedFiles[].path`` is the new ``episodeFile.path``), and the
@@ -184,11 +186,11 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
     st = None
     if pool is not None and p != (root := os.path.normpath(str(pool.path))):
         if skipped_by_scan(p, root, cfg.scan):
-            # The scan's: a snapshot under .zfs (an automount), qbhook's staging, holding and
-            # relink names; what no scan records, no event records nor looks up either.
-            if rejected is not None:
-                rejected.append(f"event path refused: {p} is no path a scan records (scan.ignore_names, relink links)")
-            return set()
+            # The scan's: a snapshot under .zfs (an automount), a Sample folder, qbhook's staging,
+            # holding and relink names. What no scan records, no event reads, records nor looks up
+            # either; but it is no refusal: a torrent's own file (``Movie/Sample/s.mkv``) still
+            # matches that torrent by its content path, as a string, and that only re-plans it.
+            return related
         try:
             st = reader.lstat(p)
         except FolderRefused as e:
