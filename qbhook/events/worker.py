@@ -105,6 +105,7 @@ from qbhook.errors import (
     UnknownTorrent,
 )
 from qbhook.events import alerts
+from qbhook.events._job import FINISHED_KEPT
 from qbhook.events.queue import OVERFLOW_KEY, JobQueue, backoff_s
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.events.status import overdue
@@ -116,6 +117,9 @@ from qbhook.space import space_at
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 5.0  # "added" then "finished" seconds later: let them coalesce into one job
+# One refused path's reason at most, in a job's result and its log line (``_first_few``): a path
+# an event names may be 8,192 characters (``_fields.MAX_STRING_CHARS``), five of them 40 KB.
+RESULT_ITEM_CHARS = 512
 
 
 def host_path(cfg: Config, path: str) -> str:
@@ -257,14 +261,14 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
     missing = sorted(set(job.hashes) - hashes)
     rejected: list[str] = []
     hashes |= torrents_touching(cfg, catalog, infos, job.paths, rejected)
-    for why in rejected:
-        log.warning("job %s: %s", job.id, why)
+    if rejected:
+        log.warning("job %s: %s", job.id, _first_few_said(rejected, "; "))
     if not hashes:
         return {
             "groups": [],
             "note": "no torrent in any configured client matches this event"
-            + (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
-            **({"rejected_paths": rejected} if rejected else {}),
+            + (f" (unknown hashes: {_first_few_said(missing, ', ')})" if missing else ""),
+            **_unused(missing, rejected),
         }
     # Moments after the event: policy.import_grace, for the plan and the hashing it asks for alike.
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos, now=listed_at, after_event=True)
@@ -278,15 +282,37 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
             {"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names} for g in plan.groups
         ]
     }
-    if missing:
-        result["unknown_hashes"] = missing
-    if rejected:
-        result["rejected_paths"] = rejected
+    result |= _unused(missing, rejected)
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         summary = executor.apply(plan, trigger="worker")
         result["applied"] = summary.to_dict()
     state.put(catalog.conn, "last_event_plan", {"job": job.id, **result})
     return result
+
+
+def _unused(missing: list[str], rejected: list[str]) -> dict:
+    """A job's result's lists of what it named and could not use: hashes no client has, paths
+    refused; the first ``FINISHED_KEPT`` of each (``_first_few``) and how many there were."""
+    out: dict = {}
+    if missing:
+        out |= {"unknown_hashes": _first_few(missing), "unknown_count": len(missing)}
+    if rejected:
+        out |= {"rejected_paths": _first_few(rejected), "rejected_count": len(rejected)}
+    return out
+
+
+def _first_few(items: list[str]) -> list[str]:
+    """The first ``FINISHED_KEPT`` of a list that grows with what a job's events named, each at most
+    ``RESULT_ITEM_CHARS``: a result is kept with its finished job and logged, and a Radarr delete
+    naming 3,300 paths under .zfs kept 3,300 refusals (a 757 KB row, bigger than its body) and
+    logged 3,300 warnings. As a finished job keeps of its own lists (``_job.FINISHED_KEPT``)."""
+    return [s if len(s) <= RESULT_ITEM_CHARS else s[: RESULT_ITEM_CHARS - 3] + "..." for s in items[:FINISHED_KEPT]]
+
+
+def _first_few_said(items: list[str], sep: str) -> str:
+    """``_first_few`` of ``items`` as one line, saying how many more there were."""
+    more = len(items) - FINISHED_KEPT
+    return sep.join(_first_few(items)) + (f"{sep}and {more} more" if more > 0 else "")
 
 
 def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, executor) -> dict:

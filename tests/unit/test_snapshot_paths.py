@@ -268,6 +268,21 @@ def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, 
     assert not (bed.outside / MARKER_NAME).exists()
 
 
+def test_a_refused_path_s_reason_in_a_result_is_clipped(bed):
+    # R114: a result keeps the first few refusals (test_queue), each at most 512 characters: an
+    # event's path may be 8,192 (``_fields.MAX_STRING_CHARS``). The hashes no client has, alike.
+    os.symlink(bed.outside, bed.seed_s / "via")
+    long = f"{bed.seed_s}/via/" + "/".join(["q" * 200] * 30) + "/x.mkv"
+    unknown = tuple(f"{k:040x}" for k in range(7))
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], SimpleNamespace(**{**vars(job(long)), "hashes": unknown}))
+    (clipped,) = result["rejected_paths"]
+    assert len(clipped) == 512 and clipped.startswith(f"event path refused: {long[:100]}") and clipped.endswith("q...")
+    assert (result["rejected_count"], result["unknown_hashes"], result["unknown_count"]) == (1, list(unknown[:5]), 7)
+    assert result["note"] == (
+        f"no torrent in any configured client matches this event (unknown hashes: {', '.join(unknown[:5])}, and 2 more)"
+    )
+
+
 def test_an_upgrade_that_keeps_the_library_name_re_plans_the_old_torrent(bed):
     """Sonarr/Radarr upgrades with a naming scheme without quality: ``deletedFiles[].path`` is the
     new ``episodeFile.path``. The old inode's links must be read before the path is recorded as the
