@@ -487,7 +487,8 @@ def housekeep(cfg: Config, conn: sqlite3.Connection) -> dict[str, int]:
     torrents gone from their client that long ago, once the last stored plan has followed the
     sync that saw them go (``TorrentIndex.prune_gone``; its former group-mates are re-planned
     by then). Dead jobs stay (a person has to see them), and so does the journal (``qbhook
-    history``). Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike."""
+    history``). Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike; the worker
+    prunes the jobs on its own too (``Worker.PRUNE_EVERY``)."""
     keep = cfg.sweep.keep_history
     planned = _ReplanMemo.load(conn).synced or {}
     return {
@@ -1518,6 +1519,12 @@ class Worker:
     # worker's job beats every HEARTBEAT_S however long it runs (``_Heartbeat``).
     STALE_AFTER_S = 3600.0
     HEARTBEAT_S = 300.0
+    # Finished jobs are pruned (``JobQueue.prune``: ``sweep.keep_history``, ``MAX_FINISHED_CHARS``)
+    # after every this many completions too, not only after a sweep that succeeds (``housekeep``):
+    # a sweep failing for days, or ``serve --no-sweep``, never pruned while jobs kept finishing.
+    # One prune reads every finished row's length (at most the 64 MiB it keeps): every few hundred
+    # jobs it costs little, and the rows finished meanwhile (a few KB each) stay few.
+    PRUNE_EVERY = 256
 
     def __init__(
         self,
@@ -1555,6 +1562,7 @@ class Worker:
         self._client_waits = 0  # jobs in a row sent back because a client did not answer
         self._client_retry_at = 0.0  # no job is claimed before: the client's silence is waited out
         self._next_orphan_check = 0.0
+        self._completed = 0  # jobs completed since the last prune (PRUNE_EVERY)
         self._client_alert = alerts.ClientDown(catalog.conn)  # told once when long silent, once when back
 
     def run_once(self) -> bool:
@@ -1681,6 +1689,7 @@ class Worker:
         try:
             if outcome == "complete":
                 self.queue.complete(job_id, text, worker_id=self.worker_id)
+                self._completed += 1
             elif outcome == "wait":
                 self.queue.postpone(job_id, wait_s, worker_id=self.worker_id)
             else:
@@ -1689,6 +1698,21 @@ class Worker:
             # Not ours any more (requeued meanwhile): whoever owns it records its own outcome.
             log.warning("outcome of job %d dropped: %s", job_id, e)
         self._unrecorded = None
+        if self._completed >= self.PRUNE_EVERY:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Finished jobs past ``sweep.keep_history`` or ``queue.MAX_FINISHED_CHARS`` (PRUNE_EVERY).
+        Housekeeping, after the outcome is recorded: a catalog that cannot write it now (busy, a
+        full disk) is logged, and the next PRUNE_EVERY completions try again."""
+        self._completed = 0
+        try:
+            pruned = self.queue.prune(self.cfg.sweep.keep_history)
+        except (QbhookError, sqlite3.Error) as e:
+            log.warning("finished jobs not pruned: %s; trying again after %d more", e, self.PRUNE_EVERY)
+            return
+        if pruned:
+            log.info("pruned %d finished job(s)", pruned)
 
     def requeue_orphans(self) -> None:
         """Jobs a dead worker left running go back to pending now, and those of a worker this host
