@@ -105,6 +105,7 @@ from qbhook.errors import (
     UnknownTorrent,
 )
 from qbhook.events import alerts
+from qbhook.events._job import FINISHED_KEPT
 from qbhook.events.queue import OVERFLOW_KEY, JobQueue, backoff_s
 from qbhook.events.queue import worker_id as queue_worker_id
 from qbhook.events.status import overdue
@@ -116,6 +117,9 @@ from qbhook.space import space_at
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 5.0  # "added" then "finished" seconds later: let them coalesce into one job
+# One refused path's reason at most, in a job's result and its log line (``_first_few``): a path
+# an event names may be 8,192 characters (``_fields.MAX_STRING_CHARS``), five of them 40 KB.
+RESULT_ITEM_CHARS = 512
 
 
 def host_path(cfg: Config, path: str) -> str:
@@ -142,12 +146,13 @@ def host_path(cfg: Config, path: str) -> str:
 def torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected: list[str] | None = None) -> set[str]:
     """Hashes of torrents whose files are, or share an inode with, any of ``paths``.
 
-    A path that cannot be made canonical, that goes through a symlink below its pool's root,
-    or that no scan records (``scan.skipped_by_scan``), is not looked up nor recorded; its
-    reason is appended to ``rejected``. A path in a pool is lstat-ed once, in its folder opened
-    below the pool's root (``dirfd.FolderReader``), and that one lstat is what is recorded and
-    what says whether it is gone. A path outside every pool is never read at all: only the
-    catalog is asked about it.
+    A path that cannot be made canonical, or that goes through a symlink below its pool's root,
+    is not looked up nor recorded; its reason is appended to ``rejected``. A path no scan records
+    (``scan.skipped_by_scan``) is neither read, looked up nor recorded, and is no refusal: it
+    matches the torrents whose content paths hold it, by its spelling only. Any other path in a
+    pool is lstat-ed once, in its folder opened below the pool's root (``dirfd.FolderReader``),
+    and that one lstat is what is recorded and what says whether it is gone. A path outside
+    every pool is never read at all: only the catalog is asked about it.
     """
     with FolderReader(str(p.path) for p in cfg.pools) as reader:
         return _torrents_touching(cfg, catalog, infos, paths, rejected, reader)
@@ -173,7 +178,8 @@ def _torrents_touching(cfg: Config, catalog: Catalog, infos, paths, rejected, re
 
 
 def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: FolderReader) -> set[str]:
-    """``p`` and every catalogued link of the inode it was and of the one it is now (empty: refused).
+    """``p`` and every catalogued link of the inode it was and of the one it is now (empty: refused;
+    ``p`` alone: a path no scan records, ``scan.skipped_by_scan``).
 
     Both inodes: an upgrade under a naming scheme without quality replaces the library file
     under the same name (``deletedFiles[].path`` is the new ``episodeFile.path``), and the
@@ -184,11 +190,11 @@ def _related_paths(cfg: Config, catalog: Catalog, p: str, rejected, reader: Fold
     st = None
     if pool is not None and p != (root := os.path.normpath(str(pool.path))):
         if skipped_by_scan(p, root, cfg.scan):
-            # The scan's: a snapshot under .zfs (an automount), qbhook's staging, holding and
-            # relink names; what no scan records, no event records nor looks up either.
-            if rejected is not None:
-                rejected.append(f"event path refused: {p} is no path a scan records (scan.ignore_names, relink links)")
-            return set()
+            # The scan's: a snapshot under .zfs (an automount), a Sample folder, qbhook's staging,
+            # holding and relink names. What no scan records, no event reads, records nor looks up
+            # either; but it is no refusal: a torrent's own file (``Movie/Sample/s.mkv``) still
+            # matches that torrent by its content path, as a string, and that only re-plans it.
+            return related
         try:
             st = reader.lstat(p)
         except FolderRefused as e:
@@ -255,14 +261,14 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
     missing = sorted(set(job.hashes) - hashes)
     rejected: list[str] = []
     hashes |= torrents_touching(cfg, catalog, infos, job.paths, rejected)
-    for why in rejected:
-        log.warning("job %s: %s", job.id, why)
+    if rejected:
+        log.warning("job %s: %s", job.id, _first_few_said(rejected, "; "))
     if not hashes:
         return {
             "groups": [],
             "note": "no torrent in any configured client matches this event"
-            + (f" (unknown hashes: {', '.join(missing)})" if missing else ""),
-            **({"rejected_paths": rejected} if rejected else {}),
+            + (f" (unknown hashes: {_first_few_said(missing, ', ')})" if missing else ""),
+            **_unused(missing, rejected),
         }
     # Moments after the event: policy.import_grace, for the plan and the hashing it asks for alike.
     snap = build_snapshot(cfg, catalog, clients, hashes=sorted(hashes), infos=infos, now=listed_at, after_event=True)
@@ -276,15 +282,37 @@ def handle_job(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job
             {"group_id": g.group_id, "action": g.action, "reason": g.reason, "names": g.names} for g in plan.groups
         ]
     }
-    if missing:
-        result["unknown_hashes"] = missing
-    if rejected:
-        result["rejected_paths"] = rejected
+    result |= _unused(missing, rejected)
     if executor is not None and cfg.policy.auto_apply and plan.actionable:
         summary = executor.apply(plan, trigger="worker")
         result["applied"] = summary.to_dict()
     state.put(catalog.conn, "last_event_plan", {"job": job.id, **result})
     return result
+
+
+def _unused(missing: list[str], rejected: list[str]) -> dict:
+    """A job's result's lists of what it named and could not use: hashes no client has, paths
+    refused; the first ``FINISHED_KEPT`` of each (``_first_few``) and how many there were."""
+    out: dict = {}
+    if missing:
+        out |= {"unknown_hashes": _first_few(missing), "unknown_count": len(missing)}
+    if rejected:
+        out |= {"rejected_paths": _first_few(rejected), "rejected_count": len(rejected)}
+    return out
+
+
+def _first_few(items: list[str]) -> list[str]:
+    """The first ``FINISHED_KEPT`` of a list that grows with what a job's events named, each at most
+    ``RESULT_ITEM_CHARS``: a result is kept with its finished job and logged, and a Radarr delete
+    naming 3,300 paths under .zfs kept 3,300 refusals (a 757 KB row, bigger than its body) and
+    logged 3,300 warnings. As a finished job keeps of its own lists (``_job.FINISHED_KEPT``)."""
+    return [s if len(s) <= RESULT_ITEM_CHARS else s[: RESULT_ITEM_CHARS - 3] + "..." for s in items[:FINISHED_KEPT]]
+
+
+def _first_few_said(items: list[str], sep: str) -> str:
+    """``_first_few`` of ``items`` as one line, saying how many more there were."""
+    more = len(items) - FINISHED_KEPT
+    return sep.join(_first_few(items)) + (f"{sep}and {more} more" if more > 0 else "")
 
 
 def _swept(cfg: Config, catalog: Catalog, clients: Iterable[ClientPort], job, executor) -> dict:
@@ -459,7 +487,8 @@ def housekeep(cfg: Config, conn: sqlite3.Connection) -> dict[str, int]:
     torrents gone from their client that long ago, once the last stored plan has followed the
     sync that saw them go (``TorrentIndex.prune_gone``; its former group-mates are re-planned
     by then). Dead jobs stay (a person has to see them), and so does the journal (``qbhook
-    history``). Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike."""
+    history``). Runs after every sweep: `serve`'s and cron's `qbhook sweep` alike; the worker
+    prunes the jobs on its own too (``Worker.PRUNE_EVERY``)."""
     keep = cfg.sweep.keep_history
     planned = _ReplanMemo.load(conn).synced or {}
     return {
@@ -1490,6 +1519,12 @@ class Worker:
     # worker's job beats every HEARTBEAT_S however long it runs (``_Heartbeat``).
     STALE_AFTER_S = 3600.0
     HEARTBEAT_S = 300.0
+    # Finished jobs are pruned (``JobQueue.prune``: ``sweep.keep_history``, ``MAX_FINISHED_CHARS``)
+    # after every this many completions too, not only after a sweep that succeeds (``housekeep``):
+    # a sweep failing for days, or ``serve --no-sweep``, never pruned while jobs kept finishing.
+    # One prune reads every finished row's length (at most the 64 MiB it keeps): every few hundred
+    # jobs it costs little, and the rows finished meanwhile (a few KB each) stay few.
+    PRUNE_EVERY = 256
 
     def __init__(
         self,
@@ -1527,6 +1562,7 @@ class Worker:
         self._client_waits = 0  # jobs in a row sent back because a client did not answer
         self._client_retry_at = 0.0  # no job is claimed before: the client's silence is waited out
         self._next_orphan_check = 0.0
+        self._completed = 0  # jobs completed since the last prune (PRUNE_EVERY)
         self._client_alert = alerts.ClientDown(catalog.conn)  # told once when long silent, once when back
 
     def run_once(self) -> bool:
@@ -1653,6 +1689,7 @@ class Worker:
         try:
             if outcome == "complete":
                 self.queue.complete(job_id, text, worker_id=self.worker_id)
+                self._completed += 1
             elif outcome == "wait":
                 self.queue.postpone(job_id, wait_s, worker_id=self.worker_id)
             else:
@@ -1661,6 +1698,21 @@ class Worker:
             # Not ours any more (requeued meanwhile): whoever owns it records its own outcome.
             log.warning("outcome of job %d dropped: %s", job_id, e)
         self._unrecorded = None
+        if self._completed >= self.PRUNE_EVERY:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Finished jobs past ``sweep.keep_history`` or ``queue.MAX_FINISHED_CHARS`` (PRUNE_EVERY).
+        Housekeeping, after the outcome is recorded: a catalog that cannot write it now (busy, a
+        full disk) is logged, and the next PRUNE_EVERY completions try again."""
+        self._completed = 0
+        try:
+            pruned = self.queue.prune(self.cfg.sweep.keep_history)
+        except (QbhookError, sqlite3.Error) as e:
+            log.warning("finished jobs not pruned: %s; trying again after %d more", e, self.PRUNE_EVERY)
+            return
+        if pruned:
+            log.info("pruned %d finished job(s)", pruned)
 
     def requeue_orphans(self) -> None:
         """Jobs a dead worker left running go back to pending now, and those of a worker this host

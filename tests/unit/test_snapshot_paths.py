@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +18,7 @@ from qbhook.catalog.fsid import MARKER_NAME
 from qbhook.catalog.indexer import snapshot_view, sync_client
 from qbhook.catalog.scan import scan_pools
 from qbhook.catalog.store import Catalog
+from qbhook.config import ScanConfig
 from qbhook.decide import snapshot as snapshot_mod
 from qbhook.decide.planner import make_plan
 from qbhook.decide.snapshot import SnapshotBuilder, SweepReach, build_snapshot
@@ -266,6 +268,21 @@ def test_event_path_through_a_symlinked_folder_is_refused_and_not_recorded(bed, 
     assert not (bed.outside / MARKER_NAME).exists()
 
 
+def test_a_refused_path_s_reason_in_a_result_is_clipped(bed):
+    # R114: a result keeps the first few refusals (test_queue), each at most 512 characters: an
+    # event's path may be 8,192 (``_fields.MAX_STRING_CHARS``). The hashes no client has, alike.
+    os.symlink(bed.outside, bed.seed_s / "via")
+    long = f"{bed.seed_s}/via/" + "/".join(["q" * 200] * 30) + "/x.mkv"
+    unknown = tuple(f"{k:040x}" for k in range(7))
+    result = handle_job(bed.cfg, bed.cat, [bed.qbt], SimpleNamespace(**{**vars(job(long)), "hashes": unknown}))
+    (clipped,) = result["rejected_paths"]
+    assert len(clipped) == 512 and clipped.startswith(f"event path refused: {long[:100]}") and clipped.endswith("q...")
+    assert (result["rejected_count"], result["unknown_hashes"], result["unknown_count"]) == (1, list(unknown[:5]), 7)
+    assert result["note"] == (
+        f"no torrent in any configured client matches this event (unknown hashes: {', '.join(unknown[:5])}, and 2 more)"
+    )
+
+
 def test_an_upgrade_that_keeps_the_library_name_re_plans_the_old_torrent(bed):
     """Sonarr/Radarr upgrades with a naming scheme without quality: ``deletedFiles[].path`` is the
     new ``episodeFile.path``. The old inode's links must be read before the path is recorded as the
@@ -354,19 +371,33 @@ def test_an_event_path_outside_every_pool_touches_no_filesystem(bed, tmp_path, m
     assert result == {"groups": [], "note": "no torrent in any configured client matches this event"}
 
 
+def spied_lstats(monkeypatch) -> list[str]:
+    """Every path ``FolderReader.lstat`` (the worker's one read of an event path) is asked about."""
+    asked: list[str] = []
+    real = FolderReader.lstat
+
+    def lstat(self, path, *a, **k):
+        asked.append(os.fsdecode(path))
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(FolderReader, "lstat", lstat)
+    return asked
+
+
 @pytest.mark.parametrize(
-    "rel",
+    ("rel", "matches"),
     [
-        ".zfs/snapshot/daily/data/media/torrents/seeding/m/Movie/x.mkv",
-        "data/media/torrents/seeding/m/.qbhook-staging/x.mkv",
-        "data/media/torrents/seeding/m/Movie/.qbhook-holding/x.mkv",
-        "data/media/torrents/seeding/m/Movie/.qbhook-relink.1f.x.mkv",
+        (".zfs/snapshot/daily/data/media/torrents/seeding/m/Movie/x.mkv", False),
+        ("data/media/torrents/seeding/m/.qbhook-staging/x.mkv", False),
+        ("data/media/torrents/seeding/m/Movie/.qbhook-holding/x.mkv", True),
+        ("data/media/torrents/seeding/m/Movie/.qbhook-relink.1f.x.mkv", True),
     ],
 )
-def test_an_event_records_no_path_the_scan_skips(bed, rel):
+def test_an_event_records_no_path_the_scan_skips(bed, rel, matches, monkeypatch):
     """R110: an event recorded any regular file it named in a pool, also one no scan ever records:
     in a ZFS snapshot (its lstat automounts it), qbhook's staging or holding folder, a relink
-    link. The scan's own rule (``scan.skipped_by_scan``) refuses it, before any lstat."""
+    link. The scan's own rule (``scan.skipped_by_scan``) keeps it from any lstat, lookup or
+    record; it is no refusal (R114): inside a torrent's folder it re-plans that torrent."""
     assert str(bed.seed_s).startswith(str(bed.stash) + "/data/media/torrents/seeding")
     write(bed.seed_s / "m/Movie/x.mkv", b"movie")
     torrent(bed, H, bed.seed_s / "m", [("Movie/x.mkv", 5)])
@@ -374,11 +405,31 @@ def test_an_event_records_no_path_the_scan_skips(bed, rel):
     scan_pools(bed.cat, list(bed.cfg.pools), bed.cfg.scan)
     scanned = all_catalog_paths(bed.cat)
     assert str(named) not in scanned
+    asked = spied_lstats(monkeypatch)
     result = handle_job(bed.cfg, bed.cat, [bed.qbt], job(str(named)))
-    assert all_catalog_paths(bed.cat) == scanned
-    assert result["groups"] == [] and result["rejected_paths"] == [
-        f"event path refused: {named} is no path a scan records (scan.ignore_names, relink links)"
-    ]
+    assert all_catalog_paths(bed.cat) == scanned and str(named) not in asked
+    assert "rejected_paths" not in result and bool(result["groups"]) == matches
+
+
+def test_a_file_of_a_torrent_in_an_ignored_folder_still_matches_its_torrent(bed, monkeypatch):
+    """R114: with ``Sample`` in scan.ignore_names, an event naming a torrent's ``Sample/s.mkv``
+    matched no torrent ("no torrent in any configured client matches this event"), where it had
+    matched by the torrent's content path. It matches again, and is still never lstat-ed,
+    looked up in the catalog nor recorded."""
+    cfg = replace(bed.cfg, scan=ScanConfig(ignore_names=("@eaDir", "Sample")))
+    write(bed.seed_s / "m/Movie/x.mkv", b"movie")
+    sample = write(bed.seed_s / "m/Movie/Sample/s.mkv", b"sample")
+    torrent(bed, H, bed.seed_s / "m", [("Movie/x.mkv", 5), ("Movie/Sample/s.mkv", 6)])
+    scan_pools(bed.cat, list(cfg.pools), cfg.scan)
+    scanned = all_catalog_paths(bed.cat)
+    assert str(sample) not in scanned
+    asked = spied_lstats(monkeypatch)
+    looked: list[str] = []
+    real_lookup = Catalog.inode_by_path
+    monkeypatch.setattr(Catalog, "inode_by_path", lambda self, p: looked.append(p) or real_lookup(self, p))
+    rejected: list[str] = []
+    assert torrents_touching(cfg, bed.cat, bed.qbt.torrents(), [str(sample)], rejected) == {H}
+    assert (rejected, asked, looked, all_catalog_paths(bed.cat)) == ([], [], [], scanned)
 
 
 # --------------------------------------------------------------------------- swapped between check and read

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -13,12 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from qbhook import notify
+from qbhook.catalog.store import Catalog
 from qbhook.cli import main
+from qbhook.config import load_config
 from qbhook.errors import QueueError
 from qbhook.events import _job
 from qbhook.events.model import Event
 from qbhook.events.parse import parse_arr
 from qbhook.events.queue import OVERFLOW_KEY, QUEUE_DDL, JobQueue
+from qbhook.events.worker import Worker
 
 from .serve_helpers import TOKEN, write_config
 
@@ -446,6 +450,40 @@ def test_qbhook_queue_shows_a_finished_big_job_as_it_was(tmp_path):
         1,
     )
     assert shown["result"] == {"groups": [], "note": "no torrent in any configured client matches this event"}
+
+
+def test_a_job_refusing_thousands_of_paths_keeps_and_logs_a_few_and_their_count(tmp_path, caplog):
+    # R114: a Radarr delete naming 3,300 paths the worker refused (then: under .zfs; still: through
+    # a symlinked folder) kept 3,300 refusals in its finished row (757 KB, bigger than its body)
+    # and logged 3,300 warnings. Its result keeps the first few and the count; one log line.
+    def cli(*args):
+        return CliRunner().invoke(main, ["--config", str(config), *args], env={"T": TOKEN})
+
+    config = write_config(tmp_path, 1)
+    assert cli("scan").exit_code == 0  # the catalog
+    cfg = load_config(config, env={"T": TOKEN})
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", tmp_path / "stash/s/movies")
+    movies = f"{tmp_path}/stash/s/movies"
+    files = [{"path": f"{movies}/M{k}/" + "p" * 40 + f"/{k}.mkv"} for k in range(3300)]
+    big = parse_arr({"eventType": "MovieFileDelete", "movie": {"folderPath": movies}, "deletedFiles": files})
+    cat = Catalog.open(cfg.catalog)
+    try:
+        job_id, _ = JobQueue(cat.conn).enqueue(big, now=0.0)
+        with caplog.at_level(logging.WARNING, logger="qbhook.events.worker"):
+            assert Worker(cfg, cat, [], debounce_s=0.0).run_once()
+        assert row_chars(JobQueue(cat.conn), job_id) < 4_000
+    finally:
+        cat.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "qbhook.events.worker"]
+    refused = f"event path refused: {movies}/M0/{'p' * 40}/0.mkv goes through a symlink: {movies} -> {tmp_path}/outside"
+    assert len(warned) == 1 and warned[0].startswith(f"job {job_id}: {refused}; ")
+    assert warned[0].endswith("; and 3295 more") and len(warned[0]) < 4_000
+    (shown,) = json.loads(cli("--json", "queue").output)
+    assert (shown["state"], shown["result"]["rejected_count"]) == ("done", 3300)
+    assert shown["result"]["rejected_paths"] == [
+        refused.replace("/0.mkv", f"/{k}.mkv").replace("M0", f"M{k}") for k in range(5)
+    ]
 
 
 def test_prune_keeps_the_newest_finished_jobs_within_a_size(q):

@@ -15,6 +15,7 @@ from qbhook.catalog.queries import last_full_scan_age
 from qbhook.config import SweepConfig
 from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue
+from qbhook.events.worker import Worker
 from tests.unit.events import test_sweep_incremental as inc
 from tests.unit.events.test_sweep_incremental import H1, H2, H3, H4, three_staying
 
@@ -72,3 +73,25 @@ def test_prune_scans_keeps_each_pools_newest_whole_pool_scan_behind_newer_subtre
     deleted = scan.prune_scans(bed.cat.conn, bed.cfg.pools, 0, keep_last=1)
     assert deleted == 3  # the older subtree scans; the newest (kept by keep_last) and both pools' full scans stay
     assert last_full_scan_age(bed.cat, bed.cfg.pools) is not None
+
+
+def test_the_worker_prunes_finished_jobs_every_few_completions_without_any_sweep(bed, monkeypatch):
+    # R114: jobs were pruned only after a sweep that succeeded: a sweep failing for days, or
+    # `serve --no-sweep`, kept every finished job for ever, past keep_history and the size cap.
+    monkeypatch.setattr(Worker, "PRUNE_EVERY", 3, raising=False)
+    now = time.time()
+    ids = _jobs(bed.cat.conn, now)
+    q = JobQueue(bed.cat.conn)
+    more = [q.enqueue(Event("qbittorrent", "torrent_added", hashes=(f"{k}" * 40,)), now=now)[0] for k in (5, 6)]
+    wk = Worker(bed.cfg, bed.cat, [], debounce_s=0.0)
+    for _ in range(2):
+        assert wk.run_once()
+    assert q.get(ids["old_done"]) is not None  # two completions: no prune yet
+    assert wk.run_once()
+    left = {r[0]: r[1] for r in bed.cat.conn.execute("SELECT id, state FROM event_jobs")}
+    assert left == {
+        ids["new_done"]: "done",
+        ids["old_dead"]: "dead",
+        ids["pending"]: "done",
+        **dict.fromkeys(more, "done"),
+    }
