@@ -254,16 +254,16 @@ def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps:
     raise _kept_changing(pool, gone)
 
 
-def below_seeding_root(pool: str, root: str, prune: Iterable[str], ignore: set[bytes]) -> list[str]:
-    """The symlinks below the seeding root ``root`` of ``pool``, outside the folders ``prune`` (where
-    torrents are saved: a symlink there is cross-seed's, not a library's), unfollowed: for a caller
-    with no orphans walk of its own (the purge of holding, the finish of a quarantine that died)
-    whose rule (``orphans.library_of``) keeps those in a folder no torrent is saved in, a library
-    below a root set too high. ``collect``'s walk (nothing followed, mounts crossed, ignored names
-    pruned) and its rule for an entry that vanished (walked again, up to ``WALKS``)."""
+def below_seeding_root(pool: str, root: str, ignore: set[bytes]) -> list[str]:
+    """The symlinks below the seeding root ``root`` of ``pool``, unfollowed: for a caller with no
+    orphans walk of its own (the purge of holding, the finish of a quarantine that died) whose rule
+    (``orphans.library_of``) tells a library's from a torrent's. ``collect``'s walk (nothing
+    followed, mounts crossed, ignored names pruned, no other prune: which folders are a torrent's is
+    that rule's, by set lookups, not one find test per folder each) and its rule for an entry that
+    vanished (walked again, up to ``WALKS``)."""
     gone = None
     for _ in range(WALKS):
-        links, gone = _symlinks(pool, root, set(prune), ignore)
+        links, gone = _symlinks(pool, root, set(), ignore)
         if gone is None:
             return links
     raise _kept_changing(pool, gone)

@@ -147,3 +147,48 @@ def test_the_finish_of_a_died_quarantine_leaves_in_place_what_a_library_below_th
 
     assert res.held == [] and os.path.exists(data)
     assert f"a library links it by a symbolic link: {lib}" in res.failed[data]
+
+
+def _held_and_linked(w) -> tuple[str, str]:
+    """An orphan quarantined from torrents/movies, then linked by the library below the same root
+    in the grace period (a held orphan the purge keeps, so every later purge screens it again):
+    (its held path, the library's symlink)."""
+    data = write(os.path.join(layout(w), "Gone/x.mkv"), b"library's only copy" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [data]
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+    expire(w)
+    return h.path, lib
+
+
+def test_the_purges_walk_of_a_seeding_root_has_no_find_test_per_save_path(world, monkeypatch):  # noqa: F811
+    """R112: the walk of a seeding root for a library's symlinks pruned each save path below it by a
+    find ``-path`` test, which find applies to every folder it meets: folders x save paths (18,000
+    library folders and 3,000 save paths, 29 s a purge, every purge while a kept orphan is due).
+    The seeding folders are told apart in Python now: its command is the same with 1 or 41 of them."""
+    from qbhook.catalog import library_links
+
+    w = world
+    held, lib = _held_and_linked(w)
+    root = os.fsencode(w.seed_s)
+    cmds: list[list[bytes]] = []
+    real = library_links.find_cmd
+    monkeypatch.setattr(library_links, "find_cmd", lambda r, *a: cmds.append(real(r, *a)) or cmds[-1])
+
+    def purge_walks() -> list[list[bytes]]:
+        cmds.clear()
+        out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+        assert out.refused is None and [k.held for k in out.kept] == [held], out
+        return [c for c in cmds if c[2] == root]
+
+    one = purge_walks()
+    for i in range(40):  # 40 more torrents, each saved in a folder of its own below the root
+        save = os.path.join(w.seed_s, f"torrents/c{i}")
+        write(os.path.join(save, f"T{i}/t.bin"), b"t")
+        w.qbt.add(FakeTorrent(f"{i + 1:040x}", f"T{i}", save, [(f"T{i}/t.bin", 1, 1)]))
+    many = purge_walks()
+
+    assert len(one) == len(many) == 1 and one == many
+    assert os.path.exists(held) and os.path.islink(lib)
