@@ -379,7 +379,14 @@ def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> tupl
     if findwalk.FIND is None:
         return _walk(root, seeds, {os.fsdecode(n) for n in ignore})
     cmd = find_cmd(root, seeds, ignore)
-    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=findwalk._ENV, cwd="/", check=False)
+    try:
+        env = findwalk._ENV
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env, cwd="/", check=False)
+    except OSError as e:  # find not started (gone, E2BIG: a command line too long, no memory): nothing seen
+        raise LibraryLinksUnseen(
+            f"cannot look for library symlinks in pool {pool} (cannot run {findwalk.FIND}: {e.strerror or e})",
+            hint=f"a name of {IGNORE} too long for a command line makes it so; else run it again",
+        ) from None
     said = [w for w in os.fsdecode(done.stderr).splitlines() if w]
     why = [w for w in said if not w.endswith(_VANISHED)]
     if done.returncode != 0 and (why or not said):

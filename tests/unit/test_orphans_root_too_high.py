@@ -192,3 +192,18 @@ def test_the_purges_walk_of_a_seeding_root_has_no_find_test_per_save_path(world,
 
     assert len(one) == len(many) == 1 and one == many
     assert os.path.exists(held) and os.path.islink(lib)
+
+
+def test_find_not_started_refuses_the_purge_of_every_orphan_in_one_line(world):  # noqa: F811
+    """R112: find that cannot be started (E2BIG: its command line too long, here by a name of
+    ``scan.ignore_names`` beyond the kernel's 128 KiB for one argument) raised an OSError through
+    the purge, a traceback. It is a library's symlinks unseen: the one-line refusal, nothing purged."""
+    w = world
+    held, _lib = _held_and_linked(w)
+    w.cfg = replace(w.cfg, scan=replace(w.cfg.scan, ignore_names=(*w.cfg.scan.ignore_names, "n" * 200_000)))
+
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    msg = out.refused.message
+    assert msg.startswith("refusing: cannot look for library symlinks in pool stash (cannot run ") and "\n" not in msg
+    assert "Argument list too long" in msg and out.kept == [] and os.path.exists(held)
