@@ -32,10 +32,10 @@ since both the planner's snapshot and ``move.orphans`` read it; it only reads.
 The collection never follows a symlinked folder while walking (``find -P``), and enters neither
 qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at every level,
 else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
-there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``; one the orphans
-walk meets in a folder no torrent is saved in, a library below a root set too high, it follows
-too: ``followed``, ``orphans.library_of``; the purge of holding, which has no such walk, lists
-them by ``below_seeding_root``). Unlike the
+there may be cross-seed's, and what a torrent's file reaches is a torrent's: ``orphans.references``;
+one there no torrent's path names, a library's below a root set too high or beside a torrent,
+``orphans.library_of`` has followed too, ``followed``, from the orphans walk or, for the purge of
+holding which has none, from ``below_seeding_root``). Unlike the
 scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
 ``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
 tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links

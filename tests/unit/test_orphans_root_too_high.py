@@ -104,9 +104,9 @@ def test_the_purge_keeps_a_held_orphan_a_library_below_the_root_links_since(worl
     assert out.kept[0].line().endswith(f"a library links it by a symbolic link: {lib}")
 
 
-def test_the_purge_does_not_take_a_torrent_saved_in_a_seeding_folder_for_a_library(world):  # noqa: F811
-    """Only a symlink in a not-seeding folder is a library's: one in a folder a torrent is saved in
-    is cross-seed's, and the purge goes on with the held orphan it does not reach."""
+def test_the_purge_goes_on_with_a_held_orphan_no_symlink_reaches(world):  # noqa: F811
+    """A symlink below the root that reaches no held orphan (here one in a torrent's own folder
+    onto its file) keeps none: the purge goes on with the held orphans."""
     w = world
     mv = layout(w)
     data = write(os.path.join(mv, "Gone/x.mkv"), b"orphan" * 100)
@@ -207,3 +207,91 @@ def test_find_not_started_refuses_the_purge_of_every_orphan_in_one_line(world): 
     msg = out.refused.message
     assert msg.startswith("refusing: cannot look for library symlinks in pool stash (cannot run ") and "\n" not in msg
     assert "Argument list too long" in msg and out.kept == [] and os.path.exists(held)
+
+
+def _torrent_in_the_library(w) -> None:
+    """cross-seed's match saved into the library's folder (no linkDir): a seeding folder now."""
+    lf = os.path.join(w.seed_s, "media/movies")
+    write(os.path.join(lf, "XS/xs.bin"), b"x" * 10)
+    w.qbt.add(FakeTorrent("e" * 40, "XS", lf, [("XS/xs.bin", 10, 1)]))
+
+
+@pytest.mark.parametrize("saved", ["in the root itself", "in the library's folder"])
+def test_a_library_symlink_in_a_seeding_folder_keeps_its_target_from_the_quarantine(world, saved):  # noqa: F811
+    """R112: a symlink in any folder a torrent is saved in was taken for cross-seed's and passed
+    over: a torrent saved in the seeding root itself (the whole root seeding), or one cross-seed
+    saved into a library folder below a root set too high, hid every library symlink there, and
+    the quarantine held (then the purge deleted) the library's only copy. A symlink no torrent
+    lists is a library's, wherever it lies below the root."""
+    w = world
+    if saved == "in the library's folder":
+        layout(w)
+        _torrent_in_the_library(w)
+    mv = os.path.join(w.seed_s, "torrents/movies")  # H1 (the world's) stays saved in the root itself
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
+    assert res.held == [] and os.path.exists(lib)
+
+
+@pytest.mark.parametrize("saved", ["in the root itself", "in the library's folder"])
+def test_the_purge_keeps_a_held_orphan_a_library_in_a_seeding_folder_links_since(world, saved):  # noqa: F811
+    """R112: the purge's walk of the seeding roots (``_root_symlinks``) skipped a root a torrent is
+    saved in and pruned every folder one is saved in: the library's symlink made in the grace
+    period onto the held orphan's old place went unseen and the purge deleted its target."""
+    w = world
+    mv = layout(w)
+    if saved == "in the library's folder":
+        _torrent_in_the_library(w)
+    else:
+        w.qbt.add(FakeTorrent("4" * 40, "AtRoot", w.seed_s, [("AtRoot/r.bin", 1, 1)]))
+        write(os.path.join(w.seed_s, "AtRoot/r.bin"), b"r")
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [data]
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib), exist_ok=True)
+    os.symlink(data, lib)
+    expire(w)
+
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert out.refused is None and [(k.held, k.origin) for k in out.kept] == [(h.path, data)]
+    assert os.path.exists(h.path)
+
+
+def test_a_symlink_a_torrent_lists_or_saves_through_is_no_librarys(world, monkeypatch):  # noqa: F811
+    """What stays a torrent's: a symlink a torrent lists as its file (cross-seed's symlink mode), a
+    save path that is a symlinked folder, a content folder that is one. Followed as a library's,
+    a folder one would make every orphan in its target folder a library's, never reclaimable."""
+    from qbhook.catalog import library_links
+
+    w = world
+    mv = layout(w)
+    links = os.path.join(w.seed_s, "torrents/links")  # cross-seed's linkDir, its torrent saved there
+    os.makedirs(os.path.join(links, "Keep"))
+    os.symlink(os.path.join(mv, "Keep/k.bin"), os.path.join(links, "Keep/k.bin"))
+    w.qbt.add(FakeTorrent("1" * 40, "Keep", links, [("Keep/k.bin", 10, 1)]))
+    os.symlink(mv, os.path.join(w.seed_s, "torrents/mvlink"))  # saved through a symlinked folder
+    write(os.path.join(mv, "S/s.bin"), b"s")
+    w.qbt.add(FakeTorrent("2" * 40, "S", os.path.join(w.seed_s, "torrents/mvlink"), [("S/s.bin", 1, 1)]))
+    write(os.path.join(mv, ".store/CF/c.bin"), b"c")  # a content folder that is a symlink
+    os.symlink(os.path.join(mv, ".store/CF"), os.path.join(mv, "CF"))
+    w.qbt.add(FakeTorrent("3" * 40, "CF", mv, [("CF/c.bin", 1, 1)]))
+    orphan = write(os.path.join(mv, ".store/CF/extra.bin"), b"orphan" * 100)
+    stray = os.path.join(links, "Keep/stray.bin")  # in the same folder, listed by no torrent: a library's
+    os.symlink(os.path.join(mv, "Keep/k.bin"), stray)
+    followed: list[str] = []
+    real = library_links.followed
+    monkeypatch.setattr(library_links, "followed", lambda found, maps: real(followed.extend(found) or found, maps))
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+
+    assert followed == [stray]
+    assert [(o.path, o.kind) for o in rep.orphans] == [(orphan, orphans.RECLAIMABLE)]
