@@ -292,6 +292,9 @@ class Walk:
     drops: tuple[str, ...] = ()
     # Each symlink of ``skipped``: one no torrent's path names is a library's (``library_of``).
     symlinks: tuple[str, ...] = ()
+    # Each folder of ``skipped`` on another filesystem than its root's (a nested dataset), with its
+    # pool: not walked for orphans, but for a library's symlinks (``_walked_symlinks``).
+    mounts: tuple[tuple[str, str], ...] = ()
     # Each folder walked (and each above a root) -> its (st_dev, st_ino), from its verified
     # descriptor: what ``in_use`` matches ``References.protected_ids`` against (``above``).
     folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -550,7 +553,7 @@ def library_of(cfg, refs: References | None = None, walk: Walk | None = None) ->
         found = library_links.collect(cfg)
         if refs is None or refs.anchors is None:
             return found
-        theirs = _libraries(walk.symlinks if walk is not None else _root_symlinks(cfg), refs)
+        theirs = _libraries(_walked_symlinks(cfg, walk) if walk is not None else _root_symlinks(cfg), refs)
         return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
@@ -576,6 +579,19 @@ def _libraries(links: Iterable[str], refs: References) -> list[str]:
             named.add(path)
             path = posixpath.dirname(path)
     return [link for link in links if link not in named]
+
+
+def _walked_symlinks(cfg, walk: Walk) -> list[str]:
+    """The symlinks the orphans ``walk`` met, and those below each filesystem mounted below a root
+    that it did not enter (``Walk.mounts``), walked as the purge walks a root (mounts crossed):
+    a library on a dataset of its own nested in the seeding root (tank/data/media beside
+    tank/data/torrents, TRaSH's layout on ZFS) had its symlinks unseen and their targets
+    quarantined, though the purge, which crosses mounts, then kept them (R112)."""
+    ignore = findwalk.ignore_set(cfg.scan)
+    out = list(walk.symlinks)
+    for folder, pool in walk.mounts:
+        out += library_links.below_seeding_root(pool, folder, ignore)
+    return out
 
 
 def _root_symlinks(cfg) -> list[str]:
@@ -978,7 +994,8 @@ def check_guards(report: Report, max_share: float) -> None:
 
 
 def walk_roots(cfg) -> Walk:
-    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered).
+    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered:
+    a mount is listed, ``Walk.mounts``, for ``library_of`` to walk for a library's symlinks).
 
     Each seeding root is opened from its pool root down (``dirfd.open_root``: one swapped for a
     symlink refuses the walk, ``OrphansRefused`` naming it). Each folder is listed through its
@@ -994,6 +1011,7 @@ def walk_roots(cfg) -> Walk:
     drops: list[str] = []
     folders: dict[str, tuple[int, int]] = {}
     symlinks: list[str] = []
+    mounts: list[tuple[str, str]] = []
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -1011,8 +1029,9 @@ def walk_roots(cfg) -> Walk:
             for up in _upward(posixpath.dirname(root.path)):
                 if (got := _stat_ids((up,))) and up not in folders:
                     folders[up] = next(iter(got))
-            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops, folders, symlinks))
-    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), folders)
+            out = (entries, skipped, drops, folders, symlinks, mounts)
+            _walk_root(fd, root.path, (pool.name, ignore, own), out)
+    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), tuple(mounts), folders)
 
 
 def own_identities(cfg) -> frozenset[tuple[int, int]]:
@@ -1039,8 +1058,8 @@ def own_identities(cfg) -> frozenset[tuple[int, int]]:
 def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
     subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
-    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks), as
-    ``Walk`` has them, each folder's identity read from its verified descriptor."""
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks,
+    mounts), as ``Walk`` has them, each folder's identity read from its verified descriptor."""
     skipped, folders = out[1], out[3]
     st = os.fstat(root_fd)
     dev = st.st_dev
@@ -1072,6 +1091,7 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
             if st.st_dev != dev:  # swapped for a mount point since the listing
                 os.close(fd)
                 skipped.append(d)
+                out[5].append((d, how[0]))
                 fd = None
             else:
                 folders[d] = (st.st_dev, st.st_ino)
@@ -1113,6 +1133,7 @@ def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple) -> lis
             elif stat_mod.S_ISDIR(st.st_mode):
                 if st.st_dev != dev:
                     skipped.append(path)  # a nested dataset: not this root's filesystem
+                    out[5].append((path, pool))
                 else:
                     subdirs.append(de.name)
             elif stat_mod.S_ISREG(st.st_mode):

@@ -295,3 +295,27 @@ def test_a_symlink_a_torrent_lists_or_saves_through_is_no_librarys(world, monkey
 
     assert followed == [stray]
     assert [(o.path, o.kind) for o in rep.orphans] == [(orphan, orphans.RECLAIMABLE)]
+
+
+def test_a_library_on_a_filesystem_mounted_below_the_root_keeps_its_target_from_the_quarantine(
+    world,  # noqa: F811
+    tmpfs,  # noqa: F811
+):
+    """R112: the quarantine's walk enters no filesystem mounted below a root (a nested dataset:
+    tank/data/media beside tank/data/torrents), so a library there had its symlinks unseen and their
+    targets quarantined (the purge, which crosses mounts, then kept them in holding). Its symlinks
+    are walked for as the purge's are: the target stays where it is."""
+    w = world
+    mv = layout(w)
+    media = tmpfs(os.path.relpath(os.path.join(w.seed_s, "media"), os.path.dirname(str(w.stash))))
+    assert os.path.ismount(media)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    lib = os.path.join(media, "movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
+    assert res.held == [] and os.path.exists(lib)
