@@ -32,10 +32,10 @@ since both the planner's snapshot and ``move.orphans`` read it; it only reads.
 The collection never follows a symlinked folder while walking (``find -P``), and enters neither
 qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at every level,
 else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
-there is cross-seed's, and what it reaches is a torrent's: ``orphans.references``; one the orphans
-walk meets in a folder no torrent is saved in, a library below a root set too high, it follows
-too: ``followed``, ``orphans.library_of``; the purge of holding, which has no such walk, lists
-them by ``below_seeding_root``). Unlike the
+there may be cross-seed's, and what a torrent's file reaches is a torrent's: ``orphans.references``;
+one there no torrent's path names, a library's below a root set too high or beside a torrent,
+``orphans.library_of`` has followed too, ``followed``, from the orphans walk or, for the purge of
+holding which has none, from ``below_seeding_root``). Unlike the
 scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
 ``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
 tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links
@@ -254,16 +254,16 @@ def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps:
     raise _kept_changing(pool, gone)
 
 
-def below_seeding_root(pool: str, root: str, prune: Iterable[str], ignore: set[bytes]) -> list[str]:
-    """The symlinks below the seeding root ``root`` of ``pool``, outside the folders ``prune`` (where
-    torrents are saved: a symlink there is cross-seed's, not a library's), unfollowed: for a caller
-    with no orphans walk of its own (the purge of holding, the finish of a quarantine that died)
-    whose rule (``orphans.library_of``) keeps those in a folder no torrent is saved in, a library
-    below a root set too high. ``collect``'s walk (nothing followed, mounts crossed, ignored names
-    pruned) and its rule for an entry that vanished (walked again, up to ``WALKS``)."""
+def below_seeding_root(pool: str, root: str, ignore: set[bytes]) -> list[str]:
+    """The symlinks below the seeding root ``root`` of ``pool``, unfollowed: for a caller with no
+    orphans walk of its own (the purge of holding, the finish of a quarantine that died) whose rule
+    (``orphans.library_of``) tells a library's from a torrent's. ``collect``'s walk (nothing
+    followed, mounts crossed, ignored names pruned, no other prune: which folders are a torrent's is
+    that rule's, by set lookups, not one find test per folder each) and its rule for an entry that
+    vanished (walked again, up to ``WALKS``)."""
     gone = None
     for _ in range(WALKS):
-        links, gone = _symlinks(pool, root, set(prune), ignore)
+        links, gone = _symlinks(pool, root, set(), ignore)
         if gone is None:
             return links
     raise _kept_changing(pool, gone)
@@ -379,7 +379,14 @@ def _symlinks(pool: str, root: str, seeds: set[str], ignore: set[bytes]) -> tupl
     if findwalk.FIND is None:
         return _walk(root, seeds, {os.fsdecode(n) for n in ignore})
     cmd = find_cmd(root, seeds, ignore)
-    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=findwalk._ENV, cwd="/", check=False)
+    try:
+        env = findwalk._ENV
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env, cwd="/", check=False)
+    except OSError as e:  # find not started (gone, E2BIG: a command line too long, no memory): nothing seen
+        raise LibraryLinksUnseen(
+            f"cannot look for library symlinks in pool {pool} (cannot run {findwalk.FIND}: {e.strerror or e})",
+            hint=f"a name of {IGNORE} too long for a command line makes it so; else run it again",
+        ) from None
     said = [w for w in os.fsdecode(done.stderr).splitlines() if w]
     why = [w for w in said if not w.endswith(_VANISHED)]
     if done.returncode != 0 and (why or not said):

@@ -61,7 +61,7 @@ are the thin side effects around it):
   *still used by a library* when its inode has a link outside the seeding roots or in a
   not-seeding folder (more links than the walk met in seeding folders), or when a library's
   symbolic link reaches it (``library_link``: a symlink in a pool outside the seeding roots, or
-  one the walk met in a not-seeding folder (``library_of``), onto the file, or onto a folder
+  one below a seeding root no torrent's path names (``library_of``), onto the file, or onto a folder
   holding it, followed read-only: ``library_links``; its link count says nothing of it),
   otherwise *reclaimable*; a reclaimable
   inode frees its size only when every link of it is an orphan;
@@ -100,8 +100,8 @@ the grace period, or a cross-seed match injected onto it), that is a leftover vi
 journal still tracks (quarantined by an older qbhook), that may be the data of a torrent
 missing its files (held before that torrent went missing), or that a library's symlink
 reaches (made in the grace period: by the held file's identity, or by its original place,
-where that symlink now dangles; outside the seeding roots, or in a not-seeding folder below one,
-``library_of``'s one rule), is kept in holding and reported,
+where that symlink now dangles; outside the seeding roots, or below one where no torrent's path
+names it, ``library_of``'s one rule), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -120,6 +120,7 @@ import time
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -276,6 +277,11 @@ class References:
     # strings ``partial_inodes`` was made from, a tuple per torrent, looked through only for the
     # few views a leftover pass keeps, never per walked file.
     writers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Each save or download path -> the names of the files torrents list below it (a complete
+    # torrent's below its save path, any other's below both): a symlink at one of them, or at a
+    # folder above one, is a torrent's (cross-seed's symlink mode), any other below a seeding root
+    # is a library's (``library_of``). Spelled into paths only when a symlink is met (``_spelled``).
+    listed: Mapping[str, AbstractSet[str]] = field(default_factory=dict)
 
     @cached_property
     def missing_by_size(self) -> dict[int, MissingData]:
@@ -295,9 +301,11 @@ class Walk:
     # Drop names met (``fsops._drop_name``): a link a killed delete or put-back left hidden (R19),
     # for a person to look at, never reclaimable (maybe the only name of a file a torrent owns).
     drops: tuple[str, ...] = ()
-    # Each symlink of ``skipped`` with its seeding root: one in a folder no torrent is saved in
-    # is a library's (``library_of``).
-    symlinks: tuple[tuple[str, str], ...] = ()
+    # Each symlink of ``skipped``: one no torrent's path names is a library's (``library_of``).
+    symlinks: tuple[str, ...] = ()
+    # Each folder of ``skipped`` on another filesystem than its root's (a nested dataset), with its
+    # pool: not walked for orphans, but for a library's symlinks (``_walked_symlinks``).
+    mounts: tuple[tuple[str, str], ...] = ()
     # Each folder walked (and each above a root) -> its (st_dev, st_ino), from its verified
     # descriptor: what ``in_use`` matches ``References.protected_ids`` against (``above``).
     folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -549,25 +557,25 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
-def library_of(cfg, anchors: Iterable[str] | None = None, walk: Walk | None = None) -> LibraryLinks:
+def library_of(cfg, refs: References | None = None, walk: Walk | None = None) -> LibraryLinks:
     """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk, the purge
     and the finish of a quarantine refuse, one line): a library's symlink not seen makes its data
     look reclaimable.
 
-    With every torrent's save and download path (``anchors``): also each symlink below a seeding
-    root in a not-seeding folder (``seeding_folders``), followed: the ones the orphans ``walk`` met,
-    or, without one, the ones a walk of the seeding roots for symlinks meets (``_root_symlinks``).
-    ``collect`` never enters a seeding root (a symlink there is cross-seed's), so a library below a
-    root set too high (TRaSH's layout) linked its data unseen: its target was quarantined and
-    purged (R89); and the purge, given no walk, still purged what such a symlink made in the grace
-    period reached (R92). The one rule of which symlinks below a seeding root are a library's."""
+    With the clients' listing (``refs``): also each symlink below a seeding root that no torrent's
+    path names (``_libraries``), followed: the ones the orphans ``walk`` met, or, without one, the
+    ones a walk of the seeding roots for symlinks meets (``_root_symlinks``). ``collect`` never
+    enters a seeding root, so a library below a root set too high (TRaSH's layout) linked its data
+    unseen: its target was quarantined and purged (R89); the purge, given no walk, still purged
+    what such a symlink made in the grace period reached (R92); and a symlink in any folder a
+    torrent is saved in was taken for cross-seed's, so a torrent saved in the root itself, or in
+    the library's folder, hid every library symlink there (R112). The one rule of which symlinks
+    below a seeding root are a library's."""
     try:
         found = library_links.collect(cfg)
-        if anchors is None:
+        if refs is None or refs.anchors is None:
             return found
-        seeding = seeding_folders(anchors)
-        met = walk.symlinks if walk is not None else _root_symlinks(cfg, seeding)
-        theirs = [link for link, root in met if seeding.outside_at(link, root) is not None]
+        theirs = _libraries(_walked_symlinks(cfg, walk) if walk is not None else _root_symlinks(cfg), refs)
         return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
@@ -576,23 +584,52 @@ def library_of(cfg, anchors: Iterable[str] | None = None, walk: Walk | None = No
         ) from None
 
 
-def _root_symlinks(cfg, seeding: SeedingFolders) -> list[tuple[str, str]]:
-    """Each symlink below a seeding root outside its seeding folders, with that root
-    (``Walk.symlinks``' form), for a caller without an orphans walk: a root at or below a save path
-    is seeding whole, not walked; the seeding folders below one are pruned (``library_links.
-    below_seeding_root``), only the highest of them named (a few: one test each per folder)."""
+def _libraries(links: Iterable[str], refs: References) -> list[str]:
+    """Of ``links`` (symlinks below a seeding root, as the walk spells them), the libraries': each
+    that is not a file a torrent lists (cross-seed's symlink mode), a save or download path (one
+    saved through a symlinked folder), nor a folder above one of those (a content folder that is a
+    symlink), by path as ``references`` normalizes them, as listed and through each base's real
+    path (``_spelled``). Not by the folder it lies in: cross-seed saves into the library, a torrent
+    is saved in the root itself, and a symlink there that no torrent names is still a library's.
+    One lookup per symlink; the torrents' paths spelled once, only when a symlink was met."""
+    links = list(links)
+    if not links:
+        return []
+    named: set[str] = set()
+    for path in (*_spelled(refs.listed), *(refs.anchors or ())):
+        while path not in named:  # each folder above it too, once: stops at one named already
+            named.add(path)
+            path = posixpath.dirname(path)
+    return [link for link in links if link not in named]
+
+
+def _walked_symlinks(cfg, walk: Walk) -> list[str]:
+    """The symlinks the orphans ``walk`` met, and those below each filesystem mounted below a root
+    that it did not enter (``Walk.mounts``), walked as the purge walks a root (mounts crossed):
+    a library on a dataset of its own nested in the seeding root (tank/data/media beside
+    tank/data/torrents, TRaSH's layout on ZFS) had its symlinks unseen and their targets
+    quarantined, though the purge, which crosses mounts, then kept them (R112)."""
     ignore = findwalk.ignore_set(cfg.scan)
-    anchors = seeding.anchors or frozenset()
-    out: list[tuple[str, str]] = []
+    out = list(walk.symlinks)
+    for folder, pool in walk.mounts:
+        out += library_links.below_seeding_root(pool, folder, ignore)
+    return out
+
+
+def _root_symlinks(cfg) -> list[str]:
+    """Each symlink below a seeding root, for a caller without an orphans walk, each once (a root
+    nested in another). Nothing pruned but the ignored names: ``_libraries`` tells a torrent's
+    apart by set lookups. One ``-path`` prune per save path made find test every folder against
+    every one (folders x save paths: 18,000 library folders and 3,000 save paths were 29 s a
+    purge, R112)."""
+    ignore = findwalk.ignore_set(cfg.scan)
+    out: dict[str, None] = {}
     for pool in cfg.pools:
         for r in pool.seeding_roots:
             root = os.path.normpath(str(r))
-            if not os.path.isdir(root) or any(up in anchors for up in _upward(root)):
-                continue  # a missing root holds nothing; one at or below a save path is all seeding
-            below = {a for a in anchors if a != root and is_within(a, root)}
-            prune = [a for a in below if not any(up in below for up in _upward(posixpath.dirname(a)))]
-            out += [(link, root) for link in library_links.below_seeding_root(pool.name, root, prune, ignore)]
-    return out
+            if os.path.isdir(root):  # a missing root holds nothing
+                out.update(dict.fromkeys(library_links.below_seeding_root(pool.name, root, ignore)))
+    return list(out)
 
 
 def library_link(path: str, refs: References, key: tuple[int, int] | None = None) -> str | None:
@@ -797,7 +834,7 @@ class SeedingFolders:
         return self.outside_at(e.path, e.root)
 
     def outside_at(self, path: str, root: str) -> str | None:
-        """``outside`` of whatever lies at ``path`` below the seeding root ``root`` (a symlink)."""
+        """``outside`` of whatever lies at ``path`` below the seeding root ``root``."""
         if self.anchors is None:
             return None
         for up in _upward(path):  # a few set lookups per orphan, whatever the number of torrents
@@ -979,7 +1016,8 @@ def check_guards(report: Report, max_share: float) -> None:
 
 
 def walk_roots(cfg) -> Walk:
-    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered).
+    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered:
+    a mount is listed, ``Walk.mounts``, for ``library_of`` to walk for a library's symlinks).
 
     Each seeding root is opened from its pool root down (``dirfd.open_root``: one swapped for a
     symlink refuses the walk, ``OrphansRefused`` naming it). Each folder is listed through its
@@ -994,7 +1032,8 @@ def walk_roots(cfg) -> Walk:
     skipped: list[str] = []
     drops: list[str] = []
     folders: dict[str, tuple[int, int]] = {}
-    symlinks: list[tuple[str, str]] = []
+    symlinks: list[str] = []
+    mounts: list[tuple[str, str]] = []
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -1012,8 +1051,9 @@ def walk_roots(cfg) -> Walk:
             for up in _upward(posixpath.dirname(root.path)):
                 if (got := _stat_ids((up,))) and up not in folders:
                     folders[up] = next(iter(got))
-            _walk_root(fd, root.path, (pool.name, ignore, own), (entries, skipped, drops, folders, symlinks))
-    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), folders)
+            out = (entries, skipped, drops, folders, symlinks, mounts)
+            _walk_root(fd, root.path, (pool.name, ignore, own), out)
+    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), tuple(mounts), folders)
 
 
 def own_identities(cfg) -> frozenset[tuple[int, int]]:
@@ -1040,8 +1080,8 @@ def own_identities(cfg) -> frozenset[tuple[int, int]]:
 def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
     subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
-    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks), as
-    ``Walk`` has them, each folder's identity read from its verified descriptor."""
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks,
+    mounts), as ``Walk`` has them, each folder's identity read from its verified descriptor."""
     skipped, folders = out[1], out[3]
     st = os.fstat(root_fd)
     dev = st.st_dev
@@ -1073,6 +1113,7 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
             if st.st_dev != dev:  # swapped for a mount point since the listing
                 os.close(fd)
                 skipped.append(d)
+                out[5].append((d, how[0]))
                 fd = None
             else:
                 folders[d] = (st.st_dev, st.st_ino)
@@ -1110,10 +1151,11 @@ def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple) -> lis
                 continue  # the catalog, its journal files, the lock folder: qbhook's, never an orphan
             if stat_mod.S_ISLNK(st.st_mode):
                 skipped.append(path)
-                out[4].append((path, root_s))
+                out[4].append(path)
             elif stat_mod.S_ISDIR(st.st_mode):
                 if st.st_dev != dev:
                     skipped.append(path)  # a nested dataset: not this root's filesystem
+                    out[5].append((path, pool))
                 else:
                     subdirs.append(de.name)
             elif stat_mod.S_ISREG(st.st_mode):
@@ -1152,7 +1194,7 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
     listings: list[ClientListing] = []
     maybe_missing: list[tuple[TorrentInfo, list[TorrentFile], tuple[str, ...], str]] = []
     found = _Found()
-    unwanted: dict[str, set[str]] = defaultdict(set)  # base (save or download path) -> ``_unwanted`` below it
+    below = _Below()
     writers: list[tuple[str, tuple[str, ...]]] = []  # ``References.writers``
     n = 0
     for c in clients:
@@ -1166,18 +1208,14 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
             n += 1
             if t.state == "moving":
                 moving.append(t.name or t.hash)
-            save, bases = _places(t, fs, unwanted)
-            seeds = t.has_metadata and t.progress >= 1.0 and bool(fs) and bool(save)  # all it wants is there
-            if seeds and all(f.wanted for f in fs):
+            save, bases, complete = _places(t, fs, below)
+            if complete and save:
                 paths = tuple(os.path.normpath(posixpath.join(save, f.name)) for f in fs)
                 mine.update(paths)
                 complete_ones.append((save, paths))
                 maybe_missing.append((t, fs, paths, ""))  # missing its files if one of them is absent
                 continue
-            # Skipping a file at 100 % of the rest: it seeds from each wanted one (R111); not one
-            # missing its files, whose 100 % after a restart is the old one (R115).
-            if seeds and not t.is_missing_files:
-                mine.update(os.path.normpath(posixpath.join(save, f.name)) for f in fs if f.wanted)
+            mine.update(_seeded(t, fs, save))
             if (why := _why_missing(t, fs, save)) is not None:
                 maybe_missing.append((t, fs, (), why))
             folders, places = _writes(t, fs, bases)
@@ -1200,13 +1238,14 @@ def references(clients: Iterable[ClientPort], doing: str = LOOK) -> References:
         missing=missing,
         unsized=unsized,
         partial_inodes=frozenset(found.partial_inodes),
-        partial_places=frozenset(found.partial_places | _spelled(unwanted)),
+        partial_places=frozenset(found.partial_places | _spelled(below.unwanted)),
         names={k: tuple(v) for k, v in found.names.items()},
         # Every save and download path (``unwanted``'s keys: a few), as listed and resolved once.
-        anchors=frozenset(unwanted.keys() | {_real(b) for b in unwanted}),
+        anchors=frozenset(below.unwanted.keys() | {_real(b) for b in below.unwanted}),
         protected_ids=_stat_ids(seen),  # ...and by identity, whatever realpath can spell
         keepers=protected,
         writers=tuple(writers),
+        listed=below.listed,
     )
 
 
@@ -1215,15 +1254,39 @@ def _keeper(t: TorrentInfo) -> str:
     return f"torrent {t.name or t.hash} ({'not complete' if t.has_metadata else 'no metadata yet'})"
 
 
-def _places(t: TorrentInfo, fs: list[TorrentFile], unwanted: dict[str, set[str]]):
-    """``t``'s save path and its bases (save and download paths, host spelling, normalized); each
-    base with where ``t`` keeps its skipped files below it into ``unwanted`` (``_unwanted``)."""
+@dataclass
+class _Below:
+    """Each save or download path (a base) -> what lies below it, every torrent's together: where
+    qBittorrent keeps a skipped file (``unwanted``: ``_unwanted``), and the names of the files
+    torrents list (``listed``: ``References.listed``)."""
+
+    unwanted: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    listed: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def _places(t: TorrentInfo, fs: list[TorrentFile], below: _Below) -> tuple[str, list[str], bool]:
+    """``t``'s save path and its bases (save and download paths, host spelling, normalized), and
+    whether it is complete (every file wanted and had); each base with what lies below it for
+    ``t`` into ``below``: its skipped files' places, and its files, a complete one's below its save
+    path only (where its client has them), any other's below both."""
     save = os.path.normpath(t.save_path) if t.save_path else ""
     bases = [b for b in (save, os.path.normpath(t.download_path) if t.download_path else "") if b]
+    complete = t.has_metadata and t.progress >= 1.0 and bool(fs) and all(f.wanted for f in fs)
     skipped = _unwanted(fs)
     for base in bases:
-        unwanted[base] |= skipped
-    return save, bases
+        below.unwanted[base] |= skipped
+    for base in [save] if complete and save else bases:
+        below.listed[base].update(f.name for f in fs)
+    return save, bases, complete
+
+
+def _seeded(t: TorrentInfo, fs: list[TorrentFile], save: str) -> list[str]:
+    """The files ``t``, a torrent not complete, seeds from: each wanted one of a torrent at 100 % of
+    what it wants that skips others (R111); none of one missing its files, whose 100 % after a
+    restart is the old one (R115), nor of any other."""
+    if not (t.has_metadata and t.progress >= 1.0 and fs and save) or t.is_missing_files:
+        return []
+    return [os.path.normpath(posixpath.join(save, f.name)) for f in fs if f.wanted]
 
 
 def _why_missing(t: TorrentInfo, fs: list[TorrentFile], save: str) -> str | None:
@@ -1283,7 +1346,7 @@ def _unwanted(fs: list[TorrentFile]) -> set[str]:
     return out
 
 
-def _spelled(below: dict[str, set[str]]) -> set[str]:
+def _spelled(below: Mapping[str, Iterable[str]]) -> set[str]:
     """Each relative path of ``below`` under its base, spelled as listed and through the base's
     real path (a save path that is a symlink to a folder the walk meets elsewhere): one
     ``realpath`` per base, not per file."""
@@ -1623,7 +1686,7 @@ def find_orphans(
             unfinished_runs=tuple(r.id for r in runs),
         )
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_of(cfg, refs.anchors, walk))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg, refs, walk))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
     with _folders_of(cfg) as folders:
@@ -1664,6 +1727,9 @@ def kept_whole_roots(refs: References, roots: Iterable) -> list[tuple[str, str, 
     return sorted(out)
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def _either(first: References, again: References) -> References:
     """What the listing ``first`` or the listing ``again`` says is in use (``find_orphans``' relist),
     so that a file either one uses is no orphan; its refusals (``check_guards``) judge both: no
@@ -1690,6 +1756,7 @@ def _either(first: References, again: References) -> References:
         protected_ids=first.protected_ids | again.protected_ids,
         keepers={**again.keepers, **first.keepers},
         writers=first.writers + again.writers,
+        listed={b: first.listed.get(b, _NONE) | again.listed.get(b, _NONE) for b in {*first.listed, *again.listed}},
     )
 
 
@@ -1952,7 +2019,7 @@ def _finish_listing(cfg, clients: Callable[[], Iterable[ClientPort]]) -> Referen
     try:
         refs = references(clients(), FINISH)
         check_listing(refs.torrents, refs.moving, FINISH, refs.unsized)
-        return replace(refs, library=library_of(cfg, refs.anchors))
+        return replace(refs, library=library_of(cfg, refs))
     except QbhookError as e:
         why = e.message if isinstance(e, OrphansRefused) else f"refusing to {FINISH}: {e.message}"
         raise OrphansRefused(why) from None
@@ -2116,7 +2183,7 @@ def screen_held(
     grace: float,
     now: float | HoldClock,
     leftover_views: frozenset[str] = frozenset(),
-    library: Callable[[frozenset[str] | None], LibraryLinks] = lambda _anchors: NO_LINKS,
+    library: Callable[[References], LibraryLinks] = lambda _refs: NO_LINKS,
     folder_identity: library_links.Identity | None = None,
 ) -> Screen:
     """Ask the clients, right before a purge, whether a torrent uses a quarantined orphan's place again.
@@ -2132,8 +2199,8 @@ def screen_held(
     nor may be the data of a torrent missing its files (``may_be_missing_data``: held before that
     torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's
     symlink (``library_link``: by the held file's identity, or by its original place, where the
-    symlink now dangles; ``library`` collects them from every torrent's save and download path,
-    ``References.anchors``, only when an orphan is due: ``library_of``; a folder target
+    symlink now dangles; ``library`` collects them, given the listing (below a seeding root, each
+    symlink no torrent's path names), only when an orphan is due: ``library_of``; a folder target
     also by the identity of a folder above that place, ``folder_identity``: a bind mount's alias).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved, one missing its files without sizes: ``check_listing``) refuses the purge of
@@ -2148,7 +2215,7 @@ def screen_held(
     try:
         refs = references(clients(), PURGE)
         check_listing(refs.torrents, refs.moving, PURGE, refs.unsized)
-        refs = replace(refs, library=library(refs.anchors), folder_identity=folder_identity)
+        refs = replace(refs, library=library(refs), folder_identity=folder_identity)
     except QbhookError as e:  # also no client configured, or two with one name: nothing to ask
         refused = e if isinstance(e, OrphansRefused) else OrphansRefused(f"refusing to {PURGE}: {e.message}")
         return Screen(tuple(h for h in held if not h.orphan), refused=refused)
@@ -2240,7 +2307,7 @@ def purge_held(
             grace=grace,
             now=clock,
             leftover_views=journal.leftover_paths(),
-            library=lambda anchors: library_of(cfg, anchors),
+            library=lambda refs: library_of(cfg, refs),
             folder_identity=folders.identity,
         )
     doubt = fsops.clock_doubts(held, clock, grace)

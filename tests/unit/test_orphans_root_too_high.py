@@ -104,9 +104,9 @@ def test_the_purge_keeps_a_held_orphan_a_library_below_the_root_links_since(worl
     assert out.kept[0].line().endswith(f"a library links it by a symbolic link: {lib}")
 
 
-def test_the_purge_does_not_take_a_torrent_saved_in_a_seeding_folder_for_a_library(world):  # noqa: F811
-    """Only a symlink in a not-seeding folder is a library's: one in a folder a torrent is saved in
-    is cross-seed's, and the purge goes on with the held orphan it does not reach."""
+def test_the_purge_goes_on_with_a_held_orphan_no_symlink_reaches(world):  # noqa: F811
+    """A symlink below the root that reaches no held orphan (here one in a torrent's own folder
+    onto its file) keeps none: the purge goes on with the held orphans."""
     w = world
     mv = layout(w)
     data = write(os.path.join(mv, "Gone/x.mkv"), b"orphan" * 100)
@@ -147,3 +147,175 @@ def test_the_finish_of_a_died_quarantine_leaves_in_place_what_a_library_below_th
 
     assert res.held == [] and os.path.exists(data)
     assert f"a library links it by a symbolic link: {lib}" in res.failed[data]
+
+
+def _held_and_linked(w) -> tuple[str, str]:
+    """An orphan quarantined from torrents/movies, then linked by the library below the same root
+    in the grace period (a held orphan the purge keeps, so every later purge screens it again):
+    (its held path, the library's symlink)."""
+    data = write(os.path.join(layout(w), "Gone/x.mkv"), b"library's only copy" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [data]
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+    expire(w)
+    return h.path, lib
+
+
+def test_the_purges_walk_of_a_seeding_root_has_no_find_test_per_save_path(world, monkeypatch):  # noqa: F811
+    """R112: the walk of a seeding root for a library's symlinks pruned each save path below it by a
+    find ``-path`` test, which find applies to every folder it meets: folders x save paths (18,000
+    library folders and 3,000 save paths, 29 s a purge, every purge while a kept orphan is due).
+    The seeding folders are told apart in Python now: its command is the same with 1 or 41 of them."""
+    from qbhook.catalog import library_links
+
+    w = world
+    held, lib = _held_and_linked(w)
+    root = os.fsencode(w.seed_s)
+    cmds: list[list[bytes]] = []
+    real = library_links.find_cmd
+    monkeypatch.setattr(library_links, "find_cmd", lambda r, *a: cmds.append(real(r, *a)) or cmds[-1])
+
+    def purge_walks() -> list[list[bytes]]:
+        cmds.clear()
+        out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+        assert out.refused is None and [k.held for k in out.kept] == [held], out
+        return [c for c in cmds if c[2] == root]
+
+    one = purge_walks()
+    for i in range(40):  # 40 more torrents, each saved in a folder of its own below the root
+        save = os.path.join(w.seed_s, f"torrents/c{i}")
+        write(os.path.join(save, f"T{i}/t.bin"), b"t")
+        w.qbt.add(FakeTorrent(f"{i + 1:040x}", f"T{i}", save, [(f"T{i}/t.bin", 1, 1)]))
+    many = purge_walks()
+
+    assert len(one) == len(many) == 1 and one == many
+    assert os.path.exists(held) and os.path.islink(lib)
+
+
+def test_find_not_started_refuses_the_purge_of_every_orphan_in_one_line(world):  # noqa: F811
+    """R112: find that cannot be started (E2BIG: its command line too long, here by a name of
+    ``scan.ignore_names`` beyond the kernel's 128 KiB for one argument) raised an OSError through
+    the purge, a traceback. It is a library's symlinks unseen: the one-line refusal, nothing purged."""
+    w = world
+    held, _lib = _held_and_linked(w)
+    w.cfg = replace(w.cfg, scan=replace(w.cfg.scan, ignore_names=(*w.cfg.scan.ignore_names, "n" * 200_000)))
+
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    msg = out.refused.message
+    assert msg.startswith("refusing: cannot look for library symlinks in pool stash (cannot run ") and "\n" not in msg
+    assert "Argument list too long" in msg and out.kept == [] and os.path.exists(held)
+
+
+def _torrent_in_the_library(w) -> None:
+    """cross-seed's match saved into the library's folder (no linkDir): a seeding folder now."""
+    lf = os.path.join(w.seed_s, "media/movies")
+    write(os.path.join(lf, "XS/xs.bin"), b"x" * 10)
+    w.qbt.add(FakeTorrent("e" * 40, "XS", lf, [("XS/xs.bin", 10, 1)]))
+
+
+@pytest.mark.parametrize("saved", ["in the root itself", "in the library's folder"])
+def test_a_library_symlink_in_a_seeding_folder_keeps_its_target_from_the_quarantine(world, saved):  # noqa: F811
+    """R112: a symlink in any folder a torrent is saved in was taken for cross-seed's and passed
+    over: a torrent saved in the seeding root itself (the whole root seeding), or one cross-seed
+    saved into a library folder below a root set too high, hid every library symlink there, and
+    the quarantine held (then the purge deleted) the library's only copy. A symlink no torrent
+    lists is a library's, wherever it lies below the root."""
+    w = world
+    if saved == "in the library's folder":
+        layout(w)
+        _torrent_in_the_library(w)
+    mv = os.path.join(w.seed_s, "torrents/movies")  # H1 (the world's) stays saved in the root itself
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
+    assert res.held == [] and os.path.exists(lib)
+
+
+@pytest.mark.parametrize("saved", ["in the root itself", "in the library's folder"])
+def test_the_purge_keeps_a_held_orphan_a_library_in_a_seeding_folder_links_since(world, saved):  # noqa: F811
+    """R112: the purge's walk of the seeding roots (``_root_symlinks``) skipped a root a torrent is
+    saved in and pruned every folder one is saved in: the library's symlink made in the grace
+    period onto the held orphan's old place went unseen and the purge deleted its target."""
+    w = world
+    mv = layout(w)
+    if saved == "in the library's folder":
+        _torrent_in_the_library(w)
+    else:
+        w.qbt.add(FakeTorrent("4" * 40, "AtRoot", w.seed_s, [("AtRoot/r.bin", 1, 1)]))
+        write(os.path.join(w.seed_s, "AtRoot/r.bin"), b"r")
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [data]
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib), exist_ok=True)
+    os.symlink(data, lib)
+    expire(w)
+
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert out.refused is None and [(k.held, k.origin) for k in out.kept] == [(h.path, data)]
+    assert os.path.exists(h.path)
+
+
+def test_a_symlink_a_torrent_lists_or_saves_through_is_no_librarys(world, monkeypatch):  # noqa: F811
+    """What stays a torrent's: a symlink a torrent lists as its file (cross-seed's symlink mode), a
+    save path that is a symlinked folder, a content folder that is one. Followed as a library's,
+    a folder one would make every orphan in its target folder a library's, never reclaimable."""
+    from qbhook.catalog import library_links
+
+    w = world
+    mv = layout(w)
+    links = os.path.join(w.seed_s, "torrents/links")  # cross-seed's linkDir, its torrent saved there
+    os.makedirs(os.path.join(links, "Keep"))
+    os.symlink(os.path.join(mv, "Keep/k.bin"), os.path.join(links, "Keep/k.bin"))
+    w.qbt.add(FakeTorrent("1" * 40, "Keep", links, [("Keep/k.bin", 10, 1)]))
+    os.symlink(mv, os.path.join(w.seed_s, "torrents/mvlink"))  # saved through a symlinked folder
+    write(os.path.join(mv, "S/s.bin"), b"s")
+    w.qbt.add(FakeTorrent("2" * 40, "S", os.path.join(w.seed_s, "torrents/mvlink"), [("S/s.bin", 1, 1)]))
+    write(os.path.join(mv, ".store/CF/c.bin"), b"c")  # a content folder that is a symlink
+    os.symlink(os.path.join(mv, ".store/CF"), os.path.join(mv, "CF"))
+    w.qbt.add(FakeTorrent("3" * 40, "CF", mv, [("CF/c.bin", 1, 1)]))
+    orphan = write(os.path.join(mv, ".store/CF/extra.bin"), b"orphan" * 100)
+    stray = os.path.join(links, "Keep/stray.bin")  # in the same folder, listed by no torrent: a library's
+    os.symlink(os.path.join(mv, "Keep/k.bin"), stray)
+    followed: list[str] = []
+    real = library_links.followed
+    monkeypatch.setattr(library_links, "followed", lambda found, maps: real(followed.extend(found) or found, maps))
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+
+    assert followed == [stray]
+    assert [(o.path, o.kind) for o in rep.orphans] == [(orphan, orphans.RECLAIMABLE)]
+
+
+def test_a_library_on_a_filesystem_mounted_below_the_root_keeps_its_target_from_the_quarantine(
+    world,  # noqa: F811
+    tmpfs,  # noqa: F811
+):
+    """R112: the quarantine's walk enters no filesystem mounted below a root (a nested dataset:
+    tank/data/media beside tank/data/torrents), so a library there had its symlinks unseen and their
+    targets quarantined (the purge, which crosses mounts, then kept them in holding). Its symlinks
+    are walked for as the purge's are: the target stays where it is."""
+    w = world
+    mv = layout(w)
+    media = tmpfs(os.path.relpath(os.path.join(w.seed_s, "media"), os.path.dirname(str(w.stash))))
+    assert os.path.ismount(media)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    lib = os.path.join(media, "movies/Gone/x.mkv")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
+    assert res.held == [] and os.path.exists(lib)

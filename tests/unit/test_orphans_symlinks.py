@@ -99,16 +99,19 @@ def test_dangling_and_looping_library_symlinks_change_nothing_and_raise_nothing(
     assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
 
 
-def test_symlinks_inside_the_seeding_roots_or_qbhooks_own_folders_are_no_library(world):  # noqa: F811
-    """A symlink below a seeding root is cross-seed's (a torrent's, when one uses it: ``references``);
-    one in an ignored folder (``.zfs``, qbhook's own) is nobody's library."""
+def test_a_symlink_in_an_ignored_folder_is_no_library_one_below_a_seeding_root_no_torrent_lists_is(world):  # noqa: F811
+    """One in an ignored folder (``.zfs``, qbhook's own) is nobody's library. One below a seeding
+    root is cross-seed's only when a torrent's path names it (``orphans.library_of``): any other is
+    a library's, though the folder it lies in is a save path (here the root itself, the world's
+    H1's), which once passed it over and its target was quarantined (R112)."""
     w = world
     stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
-    os.makedirs(os.path.join(w.seed_s, "links"))
-    os.symlink(stray, os.path.join(w.seed_s, "links/stray.mkv"))
     os.makedirs(os.path.join(str(w.stash), ".zfs/snapshot"))
     os.symlink(stray, os.path.join(str(w.stash), ".zfs/snapshot/stray.mkv"))
     assert kinds(w) == {stray: RECLAIMABLE}
+    os.makedirs(os.path.join(w.seed_s, "links"))
+    os.symlink(stray, os.path.join(w.seed_s, "links/stray.mkv"))
+    assert kinds(w) == {stray: LIBRARY}
 
 
 def test_a_symlinked_folder_is_never_walked_into(world, tmp_path):  # noqa: F811
