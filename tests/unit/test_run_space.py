@@ -133,6 +133,7 @@ def _check_two_roots(monkeypatch, devs: dict[str, int], free: int, reserve: Rese
         log=logging.getLogger("test"),
         _fail=lambda _st, reason: failed.append(reason),
     )
+    me._refuse = lambda *a, **k: executor_mod.Executor._refuse(me, *a, **k)  # its one refusal tail
     mine = [
         (0, Copy("/stash/a", "/cold/t/movies/M/", "a.mkv", 1000, None), None),
         (1, Copy("/stash/b", "/cold/t/tv/S/", "b.mkv", 1000, None), None),
