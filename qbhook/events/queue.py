@@ -83,6 +83,8 @@ STATES = ("pending", "running", "done", "dead")
 # (``sweep.keep_history``) bounds them in time only, and a flood of events finishes as fast as the
 # worker runs. Each holds little (``Parts.finished``: a few KB), so tens of thousands of the latest fit.
 MAX_FINISHED_CHARS = 64 * 1024 * 1024
+# Finished jobs deleted a transaction by ``prune``: intake waits for the write lock between them.
+PRUNE_BATCH = 200
 
 # How long intake waits for the catalog's write lock (another process's scan or sweep, the
 # worker's transaction) before it answers 503: the queue's lock and SQLite's busy timeout each.
@@ -440,18 +442,37 @@ class JobQueue:
 
     def prune(self, older_than_s: float, *, now: float | None = None, max_chars: int = MAX_FINISHED_CHARS) -> int:
         """Delete finished ('done') jobs older than ``older_than_s``, and the oldest of the rest past
-        ``max_chars`` of content together (``MAX_FINISHED_CHARS``); dead jobs stay."""
+        ``max_chars`` of content together (``MAX_FINISHED_CHARS``); dead jobs stay. ``PRUNE_BATCH``
+        rows a transaction: the first prune after an upgrade may delete a gigabyte of old rows, and
+        one transaction held intake's write lock past its wait (R117: 11.6 s, events answered 503)."""
         cutoff = self._now(now) - older_than_s
-        with self._write() as c:
-            cur = c.execute("DELETE FROM event_jobs WHERE state = 'done' AND finished_at < ?", (cutoff,))
-            over = c.execute(
-                "DELETE FROM event_jobs WHERE id IN (SELECT id FROM (SELECT id, SUM(length(hashes) + length(paths)"
-                " + length(kinds) + length(sources) + length(events) + length(coalesce(result, ''))"
-                " + length(coalesce(last_error, ''))) OVER (ORDER BY finished_at DESC, id DESC) AS upto"
-                " FROM event_jobs WHERE state = 'done') WHERE upto > ?)",
-                (max_chars,),
-            )
-            return cur.rowcount + over.rowcount
+        with self._lock:
+            old = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT id FROM event_jobs WHERE state = 'done' AND finished_at < ?", (cutoff,)
+                )
+            ]
+            over = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT id FROM (SELECT id, finished_at, SUM(length(hashes) + length(paths)"
+                    " + length(kinds) + length(sources) + length(events) + length(coalesce(result, ''))"
+                    " + length(coalesce(last_error, ''))) OVER (ORDER BY finished_at DESC, id DESC) AS upto"
+                    " FROM event_jobs WHERE state = 'done')"
+                    " WHERE upto > ? AND (finished_at IS NULL OR finished_at >= ?)",
+                    (max_chars, cutoff),
+                )
+            ]
+        gone = 0
+        ids = old + over
+        for i in range(0, len(ids), PRUNE_BATCH):
+            part = ids[i : i + PRUNE_BATCH]
+            with self._write() as c:  # state re-checked: a row is deleted only while still done
+                gone += c.execute(
+                    f"DELETE FROM event_jobs WHERE state = 'done' AND id IN ({', '.join('?' * len(part))})", part
+                ).rowcount
+        return gone
 
     # -- internals -------------------------------------------------------------------
 

@@ -1562,7 +1562,9 @@ class Worker:
         self._client_waits = 0  # jobs in a row sent back because a client did not answer
         self._client_retry_at = 0.0  # no job is claimed before: the client's silence is waited out
         self._next_orphan_check = 0.0
-        self._completed = 0  # jobs completed since the last prune (PRUNE_EVERY)
+        # Jobs completed since the last prune (PRUNE_EVERY); the first completion of each process
+        # prunes: a `serve --no-sweep` restarted before PRUNE_EVERY jobs never pruned (R117).
+        self._completed = self.PRUNE_EVERY - 1
         self._client_alert = alerts.ClientDown(catalog.conn)  # told once when long silent, once when back
 
     def run_once(self) -> bool:

@@ -19,6 +19,7 @@ from qbhook.cli import main
 from qbhook.config import load_config
 from qbhook.errors import QueueError
 from qbhook.events import _job
+from qbhook.events import queue as queue_mod
 from qbhook.events.model import Event
 from qbhook.events.parse import parse_arr
 from qbhook.events.queue import OVERFLOW_KEY, QUEUE_DDL, JobQueue
@@ -834,3 +835,18 @@ def test_postpone_never_sets_a_delay_past_the_backoff_cap(q):
     q.claim("w", now=0.0)
     q.postpone(a, 10_000.0, now=0.0)
     assert q.get(a).not_before == 25.0
+
+
+def test_prune_deletes_in_batches_so_intake_gets_the_write_lock_between(q, monkeypatch):
+    # R117: the first prune after an upgrade deleted ~1 GB of old rows in one transaction, holding
+    # the write lock 11.6 s, past intake's 5 s wait (events answered 503, `qbhook hook` exit 75).
+    monkeypatch.setattr(queue_mod, "PRUNE_BATCH", 2)
+    for i in range(5):
+        job_id, _ = q.enqueue(ev(f"{i}" * 40), now=float(i))
+        q.claim("w", now=float(i))
+        q.complete(job_id, "x" * 100, now=float(i))
+    begins = []
+    q._conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    assert q.prune(3600, now=1e9) == 5
+    q._conn.set_trace_callback(None)
+    assert len(begins) == 3 and q.list(states=["done"]) == []

@@ -78,20 +78,20 @@ def test_prune_scans_keeps_each_pools_newest_whole_pool_scan_behind_newer_subtre
 def test_the_worker_prunes_finished_jobs_every_few_completions_without_any_sweep(bed, monkeypatch):
     # R114: jobs were pruned only after a sweep that succeeded: a sweep failing for days, or
     # `serve --no-sweep`, kept every finished job for ever, past keep_history and the size cap.
+    # R117: and the first completion of each process prunes (one restarted before PRUNE_EVERY never did).
     monkeypatch.setattr(Worker, "PRUNE_EVERY", 3, raising=False)
     now = time.time()
     ids = _jobs(bed.cat.conn, now)
     q = JobQueue(bed.cat.conn)
-    more = [q.enqueue(Event("qbittorrent", "torrent_added", hashes=(f"{k}" * 40,)), now=now)[0] for k in (5, 6)]
+    more = [q.enqueue(Event("qbittorrent", "torrent_added", hashes=(f"{k}" * 40,)), now=now)[0] for k in (5, 6, 7)]
     wk = Worker(bed.cfg, bed.cat, [], debounce_s=0.0)
+    assert wk.run_once()
+    assert q.get(ids["old_done"]) is None  # the process's first completion pruned it
+    with bed.cat.conn:  # new_done now finished long ago too
+        bed.cat.conn.execute("UPDATE event_jobs SET finished_at = ? WHERE id = ?", (now - 30 * DAY, ids["new_done"]))
     for _ in range(2):
         assert wk.run_once()
-    assert q.get(ids["old_done"]) is not None  # two completions: no prune yet
+    assert q.get(ids["new_done"]) is not None  # two completions since: no prune yet
     assert wk.run_once()
     left = {r[0]: r[1] for r in bed.cat.conn.execute("SELECT id, state FROM event_jobs")}
-    assert left == {
-        ids["new_done"]: "done",
-        ids["old_dead"]: "dead",
-        ids["pending"]: "done",
-        **dict.fromkeys(more, "done"),
-    }
+    assert left == {ids["old_dead"]: "dead", ids["pending"]: "done", **dict.fromkeys(more, "done")}

@@ -10,12 +10,14 @@ reboot) is routine.
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from qbhook import notify
 from qbhook.catalog.db import connect
 from qbhook.catalog.store import Catalog
+from qbhook.config import SweepConfig
 from qbhook.errors import LockBusy, QbhookError, QbtUnreachable, RtorrentTimedOut
 from qbhook.events import worker as worker_mod
 from qbhook.events.auth import AuthConfig
@@ -23,6 +25,9 @@ from qbhook.events.model import Event
 from qbhook.events.queue import backoff_s
 from qbhook.events.server import create_app
 from qbhook.events.worker import Worker, WorkerHealth
+
+# The worker reads only the sweep's keep_history from its config here (its prune of finished jobs).
+CFG = SimpleNamespace(sweep=SweepConfig())
 
 URL = "http://127.0.0.1:8080"
 
@@ -37,7 +42,7 @@ class World:
         monkeypatch.setattr(notify, "dead_letter", lambda job, err: self.told.append(job.id))
         monkeypatch.setattr(worker_mod, "handle_job", self.handle)
         self.health = WorkerHealth(clock=self.clock)
-        self.worker = Worker(None, self.cat, [], debounce_s=5, health=self.health, clock=self.clock)
+        self.worker = Worker(CFG, self.cat, [], debounce_s=5, health=self.health, clock=self.clock)
         self.ids = [self.worker.queue.enqueue(ev(c))[0] for c in "123"]
 
     def clock(self) -> float:
@@ -217,7 +222,7 @@ def test_a_restart_during_the_silence_does_not_tell_it_again(world, notices):
     w.run_for(20 * 60, step=60)
     assert [k for k, _t, _s in notices] == ["client_down"]
     w.health = WorkerHealth(clock=w.clock)
-    w.worker = Worker(None, w.cat, [], debounce_s=5, health=w.health, clock=w.clock)  # a new serve
+    w.worker = Worker(CFG, w.cat, [], debounce_s=5, health=w.health, clock=w.clock)  # a new serve
     w.run_for(3600, step=60)
     assert [k for k, _t, _s in notices] == ["client_down"]
     w.down = False

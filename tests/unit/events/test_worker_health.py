@@ -14,11 +14,13 @@ import sqlite3
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from qbhook.catalog.db import Tx, connect
 from qbhook.catalog.store import Catalog
+from qbhook.config import SweepConfig
 from qbhook.errors import QbhookError
 from qbhook.events import worker as worker_mod
 from qbhook.events.auth import AuthConfig
@@ -26,6 +28,9 @@ from qbhook.events.model import Event
 from qbhook.events.queue import JobQueue, worker_alive, worker_id
 from qbhook.events.server import create_app
 from qbhook.events.worker import Worker, WorkerHealth
+
+# The worker reads only the sweep's keep_history from its config here (its prune of finished jobs).
+CFG = SimpleNamespace(sweep=SweepConfig())
 
 H1, H2 = "1" * 40, "2" * 40
 LONG_ERROR = "qBittorrent said no: " + "x" * 40000  # needs new pages in the db: refused when it is "full"
@@ -58,7 +63,7 @@ class Running:
         monkeypatch.setattr(worker_mod, "handle_job", handle)
         self.health = WorkerHealth(fail_threshold=2, stall_after_s=30)
         self.worker = Worker(
-            None, catalog, [], debounce_s=0, health=self.health, retry_base_s=0.02, retry_cap_s=0.1, **kw
+            CFG, catalog, [], debounce_s=0, health=self.health, retry_base_s=0.02, retry_cap_s=0.1, **kw
         )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.worker.loop, args=(self.stop,), kwargs={"idle_s": 0.02})
@@ -279,7 +284,7 @@ def test_a_silent_foreign_workers_job_is_requeued_by_a_later_check(catalog):
     q = JobQueue(catalog.conn)
     job, _ = q.enqueue(ev(H1), now=start - 700)
     q.claim("oldname:1:1:42:4026531836", now=start - 600)  # ten minutes before the start
-    wk = Worker(None, catalog, [], debounce_s=5, clock=clock)
+    wk = Worker(CFG, catalog, [], debounce_s=5, clock=clock)
     wk.requeue_orphans()  # the start-up check: not silent long enough yet
     assert q.get(job).state == "running"
     clock.now = start + 2 * 3600
