@@ -67,7 +67,8 @@ are the thin side effects around it):
   otherwise *reclaimable*; a reclaimable
   inode frees its size only when every link of it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
-  of one kind, or the file itself.
+  of one kind, or the file itself; a library's names a symlink that keeps it (``Item.link``):
+  one no torrent lists (cross-seed's link of a removed torrent) keeps its target until removed.
 
 Guards (``OrphansRefused``, nothing moved): a client that cannot be listed, no torrents at
 all, a client whose complete torrents have files below the seeding roots of which the walk
@@ -327,6 +328,9 @@ class Orphan:
     mtime_ns: int
     kind: str  # reclaimable | library | not_seeding
     frees: int  # bytes freed if it goes (once per inode)
+    # The library symlink that keeps it (``library_link``), "" when none does (a hard link keeps it,
+    # or it is no library's): a person must find it to reclaim what it keeps (``Item.link``).
+    link: str = ""
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,10 @@ class Item:
     files: int
     bytes: int
     frees: int
+    # A library symlink that keeps one of its files (the first by path), "" when none does: named in
+    # the listing, since one no torrent lists (cross-seed's link left by a removed torrent) keeps
+    # its target for as long as it is there.
+    link: str = ""
 
 
 @dataclass(frozen=True)
@@ -690,6 +698,7 @@ def decide(
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
     not_seeding: set[str] = set()
+    symlinked: dict[str, str] = {}  # each orphan a library symlink keeps -> that symlink
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds, walk.above(e.path))
         if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
@@ -700,8 +709,11 @@ def decide(
             if (top := seeding.outside(e)) is not None:
                 c = NOT_SEEDING  # no torrent is saved above it: never quarantined
                 not_seeding.add(top)
-            elif e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None:
+            elif e.nlink > seen_links[key]:
                 c = LIBRARY
+            elif (link := library_link(e.path, refs, key)) is not None:
+                c = LIBRARY
+                symlinked[e.path] = link
             else:
                 c = RECLAIMABLE
             orphan_entries.append(e)
@@ -721,7 +733,8 @@ def decide(
         if kind == RECLAIMABLE and key not in credited and orphan_links[key] == seen_links[key] == e.nlink:
             frees = e.size
             credited.add(key)
-        orphans.append(Orphan(e.path, e.pool, e.root, e.size, e.ino, e.dev, e.nlink, e.mtime_ns, kind, frees))
+        link = symlinked.get(e.path, "")
+        orphans.append(Orphan(e.path, e.pool, e.root, e.size, e.ino, e.dev, e.nlink, e.mtime_ns, kind, frees, link))
 
     pools: dict[str, PoolTotals] = {}
     counted: set[tuple[str, tuple[int, int]]] = set()
@@ -919,6 +932,7 @@ def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[It
                 files=len(members),
                 bytes=sum(m.size for m in members),
                 frees=sum(m.frees for m in members),
+                link=next((m.link for m in members if m.link), ""),
             )
         )
     return items

@@ -421,3 +421,28 @@ def test_a_library_on_a_filesystem_mounted_below_the_root_keeps_its_target_from_
 
     assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
     assert res.held == [] and os.path.exists(lib)
+
+
+def test_a_symlink_no_torrent_lists_keeps_its_target_and_the_listing_names_it(world, capsys):  # noqa: F811
+    """R116: cross-seed's link of a torrent since removed (``torrents/links/trk/Dead/d.mkv``) is a
+    symlink below the root no torrent lists: a library's, so what it reaches stays until it is
+    removed (the conservative side). The listing said only "still used by a library", leaving a
+    person no way to learn what keeps it: it names the symlink, per item, and in --json. A real
+    orphan beside it is still reclaimable."""
+    from qbhook.cli.orphans import _show_report
+
+    w = world
+    mv = layout(w)
+    dead = write(os.path.join(mv, "Dead/d.mkv"), b"d" * 500)
+    link = os.path.join(w.seed_s, "torrents/links/trk/Dead/d.mkv")
+    os.makedirs(os.path.dirname(link))
+    os.symlink(dead, link)
+    old = write(os.path.join(mv, "Old/o.mkv"), b"o" * 300)
+
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+
+    items = {i["path"]: (i["kind"], i["link"]) for i in report.as_dict()["items"]}
+    assert items == {os.path.dirname(dead): (orphans.LIBRARY, link), os.path.dirname(old): (orphans.RECLAIMABLE, "")}
+    _show_report(report.as_dict(), False)
+    out = capsys.readouterr().out
+    assert f"{os.path.dirname(dead)}/ (1 files; a library links it by a symbolic link: {link})" in out, out
