@@ -33,9 +33,9 @@ The collection never follows a symlinked folder while walking (``find -P``), and
 qbhook's own folders nor ``scan.ignore_names`` (``.zfs`` among them: pruned at every level,
 else each nested dataset's snapshots were walked) nor the seeding roots of any pool (a symlink
 there may be cross-seed's, and what a torrent's file reaches is a torrent's: ``orphans.references``;
-one there no torrent's path names, a library's below a root set too high or beside a torrent,
-``orphans.library_of`` has followed too, ``followed``, from the orphans walk or, for the purge of
-holding which has none, from ``below_seeding_root``). Unlike the
+one there that no torrent lists as its file, a library's below a root set too high or beside a
+torrent, ``orphans.library_of`` has followed too, ``followed``, from ``below_seeding_root``, for
+the orphans walk, the purge of holding and the finish of a quarantine alike). Unlike the
 scan and the orphans walk, it crosses into every filesystem mounted below a pool root (no
 ``-xdev``): a library on a dataset of its own nested in the pool (tank/media beside
 tank/torrents, the usual ZFS layout) is exactly the one that uses symlinks, since hard links
@@ -212,9 +212,9 @@ def collect(cfg) -> LibraryLinks:
 
 
 def followed(links: Iterable[str], maps: list[PathMap]) -> LibraryLinks:
-    """``links``, symlinks some other walk met (the orphans walk's in a seeding root's folders no
-    torrent is saved in: a library below a root set too high, which ``collect`` never enters),
-    followed as ``collect`` follows its own. One gone since that walk listed it raises
+    """``links``, symlinks some other walk met (``below_seeding_root``'s that no torrent lists as
+    its file: a library below a root set too high, which ``collect`` never enters), followed as
+    ``collect`` follows its own. One gone since that walk listed it raises
     ``LibraryLinksUnseen``: renamed, its new name was never seen (``_pool_links``' rule)."""
     got: tuple[dict, dict, dict] = ({}, {}, {})
     for link in links:
@@ -255,12 +255,13 @@ def _pool_links(pool: str, root: str, seeds: set[str], ignore: set[bytes], maps:
 
 
 def below_seeding_root(pool: str, root: str, ignore: set[bytes]) -> list[str]:
-    """The symlinks below the seeding root ``root`` of ``pool``, unfollowed: for a caller with no
-    orphans walk of its own (the purge of holding, the finish of a quarantine that died) whose rule
-    (``orphans.library_of``) tells a library's from a torrent's. ``collect``'s walk (nothing
-    followed, mounts crossed, ignored names pruned, no other prune: which folders are a torrent's is
-    that rule's, by set lookups, not one find test per folder each) and its rule for an entry that
-    vanished (walked again, up to ``WALKS``)."""
+    """The symlinks below the seeding root ``root`` of ``pool``, unfollowed, for the rule that
+    tells a library's from a torrent's (``orphans.library_of``: the orphans walk, the purge of
+    holding, the finish of a quarantine that died; the orphans walk's own listing passes over a
+    folder renamed while it lists, and so hid the symlinks below its new name, R116).
+    ``collect``'s walk (nothing followed, mounts crossed, ignored names pruned, no other prune:
+    which folders are a torrent's is that rule's, by set lookups, not one find test per folder
+    each) and its rule for an entry that vanished (walked again, up to ``WALKS``)."""
     gone = None
     for _ in range(WALKS):
         links, gone = _symlinks(pool, root, set(), ignore)

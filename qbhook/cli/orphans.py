@@ -76,6 +76,8 @@ def _show_report(d: dict, quarantine: bool) -> None:
         echo_shown(f"{title}:")
         for i in items:
             what = f"{i['files']} files" if i["folder"] else "file"
+            if i.get("link"):  # what keeps it until that symlink is removed (a stale cross-seed link too)
+                what += f"; a library links it by a symbolic link: {shown(i['link'])}"
             echo_shown(f"  {human_bytes(i['bytes']):>10}  {shown(i['path'])}{'/' if i['folder'] else ''} ({what})")
     if d["protected"]:  # no orphans: maybe the data of a torrent missing its files
         echo_shown("protected (not orphans):")

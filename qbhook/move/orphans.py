@@ -61,12 +61,14 @@ are the thin side effects around it):
   *still used by a library* when its inode has a link outside the seeding roots or in a
   not-seeding folder (more links than the walk met in seeding folders), or when a library's
   symbolic link reaches it (``library_link``: a symlink in a pool outside the seeding roots, or
-  one below a seeding root no torrent's path names (``library_of``), onto the file, or onto a folder
-  holding it, followed read-only: ``library_links``; its link count says nothing of it),
+  one below a seeding root that is not a file a torrent lists (``library_of``: a folder symlink a
+  torrent saves or lists through is a library's too), onto the file, or onto a folder holding it,
+  followed read-only: ``library_links``; its link count says nothing of it),
   otherwise *reclaimable*; a reclaimable
   inode frees its size only when every link of it is an orphan;
 * orphans are shown as items: the highest folder below a root whose files are all orphans
-  of one kind, or the file itself.
+  of one kind, or the file itself; a library's names a symlink that keeps it (``Item.link``):
+  one no torrent lists (cross-seed's link of a removed torrent) keeps its target until removed.
 
 Guards (``OrphansRefused``, nothing moved): a client that cannot be listed, no torrents at
 all, a client whose complete torrents have files below the seeding roots of which the walk
@@ -100,8 +102,8 @@ the grace period, or a cross-seed match injected onto it), that is a leftover vi
 journal still tracks (quarantined by an older qbhook), that may be the data of a torrent
 missing its files (held before that torrent went missing), or that a library's symlink
 reaches (made in the grace period: by the held file's identity, or by its original place,
-where that symlink now dangles; outside the seeding roots, or below one where no torrent's path
-names it, ``library_of``'s one rule), is kept in holding and reported,
+where that symlink now dangles; outside the seeding roots, or below one where no torrent lists
+it as its file, ``library_of``'s one rule), is kept in holding and reported,
 and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
@@ -278,9 +280,10 @@ class References:
     # few views a leftover pass keeps, never per walked file.
     writers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Each save or download path -> the names of the files torrents list below it (a complete
-    # torrent's below its save path, any other's below both): a symlink at one of them, or at a
-    # folder above one, is a torrent's (cross-seed's symlink mode), any other below a seeding root
-    # is a library's (``library_of``). Spelled into paths only when a symlink is met (``_spelled``).
+    # torrent's below its save path, any other's below both): a symlink at one of them is a
+    # torrent's (cross-seed's symlink mode), any other below a seeding root, a folder one a torrent
+    # reaches its files through too, is a library's (``library_of``). Spelled into paths only when a
+    # symlink is met (``_spelled``).
     listed: Mapping[str, AbstractSet[str]] = field(default_factory=dict)
 
     @cached_property
@@ -301,11 +304,6 @@ class Walk:
     # Drop names met (``fsops._drop_name``): a link a killed delete or put-back left hidden (R19),
     # for a person to look at, never reclaimable (maybe the only name of a file a torrent owns).
     drops: tuple[str, ...] = ()
-    # Each symlink of ``skipped``: one no torrent's path names is a library's (``library_of``).
-    symlinks: tuple[str, ...] = ()
-    # Each folder of ``skipped`` on another filesystem than its root's (a nested dataset), with its
-    # pool: not walked for orphans, but for a library's symlinks (``_walked_symlinks``).
-    mounts: tuple[tuple[str, str], ...] = ()
     # Each folder walked (and each above a root) -> its (st_dev, st_ino), from its verified
     # descriptor: what ``in_use`` matches ``References.protected_ids`` against (``above``).
     folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -330,6 +328,9 @@ class Orphan:
     mtime_ns: int
     kind: str  # reclaimable | library | not_seeding
     frees: int  # bytes freed if it goes (once per inode)
+    # The library symlink that keeps it (``library_link``), "" when none does (a hard link keeps it,
+    # or it is no library's): a person must find it to reclaim what it keeps (``Item.link``).
+    link: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,10 @@ class Item:
     files: int
     bytes: int
     frees: int
+    # A library symlink that keeps one of its files (the first by path), "" when none does: named in
+    # the listing, since one no torrent lists (cross-seed's link left by a removed torrent) keeps
+    # its target for as long as it is there.
+    link: str = ""
 
 
 @dataclass(frozen=True)
@@ -557,25 +562,27 @@ def may_be_missing_data(size: int | None, refs: References) -> MissingData | Non
     return refs.missing_by_size.get(size)
 
 
-def library_of(cfg, refs: References | None = None, walk: Walk | None = None) -> LibraryLinks:
+def library_of(cfg, refs: References | None = None) -> LibraryLinks:
     """``library_links.collect``, its walk not finishing an ``OrphansRefused`` (the walk, the purge
     and the finish of a quarantine refuse, one line): a library's symlink not seen makes its data
     look reclaimable.
 
-    With the clients' listing (``refs``): also each symlink below a seeding root that no torrent's
-    path names (``_libraries``), followed: the ones the orphans ``walk`` met, or, without one, the
-    ones a walk of the seeding roots for symlinks meets (``_root_symlinks``). ``collect`` never
-    enters a seeding root, so a library below a root set too high (TRaSH's layout) linked its data
-    unseen: its target was quarantined and purged (R89); the purge, given no walk, still purged
-    what such a symlink made in the grace period reached (R92); and a symlink in any folder a
-    torrent is saved in was taken for cross-seed's, so a torrent saved in the root itself, or in
-    the library's folder, hid every library symlink there (R112). The one rule of which symlinks
-    below a seeding root are a library's."""
+    With the clients' listing (``refs``): also each symlink below a seeding root that is not a file
+    a torrent lists (``_libraries``), followed, from a walk of the seeding roots for symlinks
+    (``_root_symlinks``), the walk, the purge and the finish of a quarantine alike. ``collect``
+    never enters a seeding root, so a library below a root set too high (TRaSH's layout) linked its
+    data unseen: its target was quarantined and purged (R89); the purge, given no walk, still purged
+    what such a symlink made in the grace period reached (R92); a symlink in any folder a torrent is
+    saved in was taken for cross-seed's (R112). The orphans walk's own symlinks are not this walk's:
+    it passes over a folder renamed while it lists (an *arr's import), which hid the library
+    symlinks below the new name and quarantined their targets (R116); this walk sees such a vanish
+    and walks again (``below_seeding_root``). The one rule of which symlinks below a seeding root
+    are a library's."""
     try:
         found = library_links.collect(cfg)
         if refs is None or refs.anchors is None:
             return found
-        theirs = _libraries(_walked_symlinks(cfg, walk) if walk is not None else _root_symlinks(cfg), refs)
+        theirs = _libraries(_root_symlinks(cfg), refs)
         return found.merged(library_links.followed(theirs, library_links.host_maps(cfg)))
     except LibraryLinksUnseen as e:
         raise OrphansRefused(
@@ -586,42 +593,33 @@ def library_of(cfg, refs: References | None = None, walk: Walk | None = None) ->
 
 def _libraries(links: Iterable[str], refs: References) -> list[str]:
     """Of ``links`` (symlinks below a seeding root, as the walk spells them), the libraries': each
-    that is not a file a torrent lists (cross-seed's symlink mode), a save or download path (one
-    saved through a symlinked folder), nor a folder above one of those (a content folder that is a
-    symlink), by path as ``references`` normalizes them, as listed and through each base's real
-    path (``_spelled``). Not by the folder it lies in: cross-seed saves into the library, a torrent
-    is saved in the root itself, and a symlink there that no torrent names is still a library's.
-    One lookup per symlink; the torrents' paths spelled once, only when a symlink was met."""
+    that is not exactly a file a torrent lists (cross-seed's symlink mode: its target is that
+    torrent's by identity, ``references``), by path as ``references`` normalizes them, as listed and
+    through each base's real path (``_spelled``). Not by the folder it lies in: cross-seed saves
+    into the library, a torrent is saved in the root itself, and a symlink there that no torrent
+    lists is still a library's. Nor is a folder symlink a torrent reaches its files through (its
+    content folder, its save path, a folder above a listed file) the torrent's: that torrent uses
+    only the files it lists there, which stay its own (referenced by identity before any library
+    is asked), while the library (``media/movies/Gone -> torrents/movies/Gone``, cross-seed
+    injecting a match saved through it) uses the folder's other files too; taken for the torrent's,
+    its subtitle was quarantined, then purged (R116). So it is followed as a library's: the
+    conservative side. One lookup per symlink; the listed files spelled once, only when a symlink
+    was met."""
     links = list(links)
     if not links:
         return []
-    named: set[str] = set()
-    for path in (*_spelled(refs.listed), *(refs.anchors or ())):
-        while path not in named:  # each folder above it too, once: stops at one named already
-            named.add(path)
-            path = posixpath.dirname(path)
-    return [link for link in links if link not in named]
-
-
-def _walked_symlinks(cfg, walk: Walk) -> list[str]:
-    """The symlinks the orphans ``walk`` met, and those below each filesystem mounted below a root
-    that it did not enter (``Walk.mounts``), walked as the purge walks a root (mounts crossed):
-    a library on a dataset of its own nested in the seeding root (tank/data/media beside
-    tank/data/torrents, TRaSH's layout on ZFS) had its symlinks unseen and their targets
-    quarantined, though the purge, which crosses mounts, then kept them (R112)."""
-    ignore = findwalk.ignore_set(cfg.scan)
-    out = list(walk.symlinks)
-    for folder, pool in walk.mounts:
-        out += library_links.below_seeding_root(pool, folder, ignore)
-    return out
+    listed = _spelled(refs.listed)
+    return [link for link in links if link not in listed]
 
 
 def _root_symlinks(cfg) -> list[str]:
-    """Each symlink below a seeding root, for a caller without an orphans walk, each once (a root
-    nested in another). Nothing pruned but the ignored names: ``_libraries`` tells a torrent's
-    apart by set lookups. One ``-path`` prune per save path made find test every folder against
-    every one (folders x save paths: 18,000 library folders and 3,000 save paths were 29 s a
-    purge, R112)."""
+    """Each symlink below a seeding root, each once (a root nested in another): the orphans walk's,
+    the purge's and a died quarantine's finish's one look (``library_of``), one find per root that
+    crosses mounts (a library on a dataset nested in the root, R112) and walks again when an entry
+    vanishes meanwhile (``library_links.below_seeding_root``). Nothing pruned but the ignored names:
+    ``_libraries`` tells a torrent's apart by set lookups. One ``-path`` prune per save path made
+    find test every folder against every one (folders x save paths: 18,000 library folders and
+    3,000 save paths were 29 s a purge, R112)."""
     ignore = findwalk.ignore_set(cfg.scan)
     out: dict[str, None] = {}
     for pool in cfg.pools:
@@ -700,6 +698,7 @@ def decide(
     orphan_entries: list[Entry] = []
     protected: list[Protected] = []
     not_seeding: set[str] = set()
+    symlinked: dict[str, str] = {}  # each orphan a library symlink keeps -> that symlink
     for e in walk.entries:
         c = classify(e, refs, now, settle_seconds, walk.above(e.path))
         if c is None and (m := may_be_missing_data(e.size, refs)) is not None:
@@ -710,8 +709,11 @@ def decide(
             if (top := seeding.outside(e)) is not None:
                 c = NOT_SEEDING  # no torrent is saved above it: never quarantined
                 not_seeding.add(top)
-            elif e.nlink > seen_links[key] or library_link(e.path, refs, key) is not None:
+            elif e.nlink > seen_links[key]:
                 c = LIBRARY
+            elif (link := library_link(e.path, refs, key)) is not None:
+                c = LIBRARY
+                symlinked[e.path] = link
             else:
                 c = RECLAIMABLE
             orphan_entries.append(e)
@@ -731,7 +733,8 @@ def decide(
         if kind == RECLAIMABLE and key not in credited and orphan_links[key] == seen_links[key] == e.nlink:
             frees = e.size
             credited.add(key)
-        orphans.append(Orphan(e.path, e.pool, e.root, e.size, e.ino, e.dev, e.nlink, e.mtime_ns, kind, frees))
+        link = symlinked.get(e.path, "")
+        orphans.append(Orphan(e.path, e.pool, e.root, e.size, e.ino, e.dev, e.nlink, e.mtime_ns, kind, frees, link))
 
     pools: dict[str, PoolTotals] = {}
     counted: set[tuple[str, tuple[int, int]]] = set()
@@ -929,6 +932,7 @@ def _items(walk: Walk, status: dict[str, str], orphans: list[Orphan]) -> list[It
                 files=len(members),
                 bytes=sum(m.size for m in members),
                 frees=sum(m.frees for m in members),
+                link=next((m.link for m in members if m.link), ""),
             )
         )
     return items
@@ -1016,8 +1020,9 @@ def check_guards(report: Report, max_share: float) -> None:
 
 
 def walk_roots(cfg) -> Walk:
-    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered:
-    a mount is listed, ``Walk.mounts``, for ``library_of`` to walk for a library's symlinks).
+    """Every regular file below every seeding root (lstat only; symlinks and mounts are not entered,
+    only listed in ``Walk.skipped``: ``library_of`` walks the roots for a library's symlinks itself,
+    mounts crossed, a folder that vanishes meanwhile walked again).
 
     Each seeding root is opened from its pool root down (``dirfd.open_root``: one swapped for a
     symlink refuses the walk, ``OrphansRefused`` naming it). Each folder is listed through its
@@ -1032,8 +1037,6 @@ def walk_roots(cfg) -> Walk:
     skipped: list[str] = []
     drops: list[str] = []
     folders: dict[str, tuple[int, int]] = {}
-    symlinks: list[str] = []
-    mounts: list[tuple[str, str]] = []
     for pool in cfg.pools:
         for root in pool.anchored_seeding_roots:
             try:
@@ -1051,9 +1054,9 @@ def walk_roots(cfg) -> Walk:
             for up in _upward(posixpath.dirname(root.path)):
                 if (got := _stat_ids((up,))) and up not in folders:
                     folders[up] = next(iter(got))
-            out = (entries, skipped, drops, folders, symlinks, mounts)
+            out = (entries, skipped, drops, folders)
             _walk_root(fd, root.path, (pool.name, ignore, own), out)
-    return Walk(tuple(entries), tuple(skipped), tuple(drops), tuple(symlinks), tuple(mounts), folders)
+    return Walk(tuple(entries), tuple(skipped), tuple(drops), folders)
 
 
 def own_identities(cfg) -> frozenset[tuple[int, int]]:
@@ -1080,8 +1083,8 @@ def own_identities(cfg) -> frozenset[tuple[int, int]]:
 def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
     """``walk_roots`` below one root: depth first, holding one descriptor per level (a folder's
     subfolders are opened one at a time, after its listing is closed). ``how``: (pool name,
-    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders, symlinks,
-    mounts), as ``Walk`` has them, each folder's identity read from its verified descriptor."""
+    ignored names, qbhook's own identities); ``out``: (entries, skipped, drops, folders), as
+    ``Walk`` has them, each folder's identity read from its verified descriptor."""
     skipped, folders = out[1], out[3]
     st = os.fstat(root_fd)
     dev = st.st_dev
@@ -1113,7 +1116,6 @@ def _walk_root(root_fd: int, root_s: str, how: tuple, out: tuple) -> None:
             if st.st_dev != dev:  # swapped for a mount point since the listing
                 os.close(fd)
                 skipped.append(d)
-                out[5].append((d, how[0]))
                 fd = None
             else:
                 folders[d] = (st.st_dev, st.st_ino)
@@ -1151,11 +1153,9 @@ def _list(fd: int, d: str, root_s: str, dev: int, how: tuple, out: tuple) -> lis
                 continue  # the catalog, its journal files, the lock folder: qbhook's, never an orphan
             if stat_mod.S_ISLNK(st.st_mode):
                 skipped.append(path)
-                out[4].append(path)
             elif stat_mod.S_ISDIR(st.st_mode):
                 if st.st_dev != dev:
                     skipped.append(path)  # a nested dataset: not this root's filesystem
-                    out[5].append((path, pool))
                 else:
                     subdirs.append(de.name)
             elif stat_mod.S_ISREG(st.st_mode):
@@ -1686,7 +1686,7 @@ def find_orphans(
             unfinished_runs=tuple(r.id for r in runs),
         )
     walk = walk_roots(cfg)
-    refs = replace(refs, library=library_of(cfg, refs, walk))  # after the walk: a symlink made meanwhile counts
+    refs = replace(refs, library=library_of(cfg, refs))  # after the walk: a symlink made meanwhile counts
     if relist:
         refs = _either(refs, references(clients))
     with _folders_of(cfg) as folders:
@@ -2200,7 +2200,7 @@ def screen_held(
     torrent's folder was renamed, it is the copy a repair needs), nor is reached by a library's
     symlink (``library_link``: by the held file's identity, or by its original place, where the
     symlink now dangles; ``library`` collects them, given the listing (below a seeding root, each
-    symlink no torrent's path names), only when an orphan is due: ``library_of``; a folder target
+    symlink no torrent lists as its file), only when an orphan is due: ``library_of``; a folder target
     also by the identity of a folder above that place, ``folder_identity``: a bind mount's alias).
     A listing that cannot say (a client unreachable or unmapped, no torrents at all, a torrent
     being moved, one missing its files without sizes: ``check_listing``) refuses the purge of

@@ -266,10 +266,13 @@ def test_the_purge_keeps_a_held_orphan_a_library_in_a_seeding_folder_links_since
     assert os.path.exists(h.path)
 
 
-def test_a_symlink_a_torrent_lists_or_saves_through_is_no_librarys(world, monkeypatch):  # noqa: F811
-    """What stays a torrent's: a symlink a torrent lists as its file (cross-seed's symlink mode), a
-    save path that is a symlinked folder, a content folder that is one. Followed as a library's,
-    a folder one would make every orphan in its target folder a library's, never reclaimable."""
+def test_only_a_symlink_a_torrent_lists_as_its_file_is_no_librarys(world, monkeypatch):  # noqa: F811
+    """What stays a torrent's: a symlink a torrent lists as its file (cross-seed's symlink mode).
+    A folder symlink a torrent reaches its files through (a save path that is one, a content folder
+    that is one) is followed as a library's (R116): the torrent's listed files stay its own, and
+    an unlisted file in its target folder (``.store/CF/extra.bin``) is a library's, kept. It was
+    reclaimable before R116, which is what took a library's subtitle behind its folder symlink
+    (``test_a_library_folder_symlink_a_torrent_lists_through_keeps_its_other_files``)."""
     from qbhook.catalog import library_links
 
     w = world
@@ -278,13 +281,14 @@ def test_a_symlink_a_torrent_lists_or_saves_through_is_no_librarys(world, monkey
     os.makedirs(os.path.join(links, "Keep"))
     os.symlink(os.path.join(mv, "Keep/k.bin"), os.path.join(links, "Keep/k.bin"))
     w.qbt.add(FakeTorrent("1" * 40, "Keep", links, [("Keep/k.bin", 10, 1)]))
-    os.symlink(mv, os.path.join(w.seed_s, "torrents/mvlink"))  # saved through a symlinked folder
+    mvlink = os.path.join(w.seed_s, "torrents/mvlink")
+    os.symlink(mv, mvlink)  # saved through a symlinked folder
     write(os.path.join(mv, "S/s.bin"), b"s")
-    w.qbt.add(FakeTorrent("2" * 40, "S", os.path.join(w.seed_s, "torrents/mvlink"), [("S/s.bin", 1, 1)]))
+    w.qbt.add(FakeTorrent("2" * 40, "S", mvlink, [("S/s.bin", 1, 1)]))
     write(os.path.join(mv, ".store/CF/c.bin"), b"c")  # a content folder that is a symlink
     os.symlink(os.path.join(mv, ".store/CF"), os.path.join(mv, "CF"))
     w.qbt.add(FakeTorrent("3" * 40, "CF", mv, [("CF/c.bin", 1, 1)]))
-    orphan = write(os.path.join(mv, ".store/CF/extra.bin"), b"orphan" * 100)
+    extra = write(os.path.join(mv, ".store/CF/extra.bin"), b"not listed" * 100)
     stray = os.path.join(links, "Keep/stray.bin")  # in the same folder, listed by no torrent: a library's
     os.symlink(os.path.join(mv, "Keep/k.bin"), stray)
     followed: list[str] = []
@@ -293,8 +297,106 @@ def test_a_symlink_a_torrent_lists_or_saves_through_is_no_librarys(world, monkey
 
     rep = orphans.find_orphans(w.cfg, [w.qbt])
 
-    assert followed == [stray]
-    assert [(o.path, o.kind) for o in rep.orphans] == [(orphan, orphans.RECLAIMABLE)]
+    assert sorted(followed) == sorted([mvlink, os.path.join(mv, "CF"), stray])
+    assert [(o.path, o.kind) for o in rep.orphans] == [(extra, orphans.LIBRARY)]
+
+
+@pytest.mark.parametrize("through", ["its save path", "a folder above its file"])
+def test_a_library_folder_symlink_a_torrent_lists_through_keeps_its_other_files(world, through):  # noqa: F811
+    """R116: the library's folder symlink ``media/movies/Gone -> torrents/movies/Gone`` (x.mkv and
+    x.srt, their torrent removed), and cross-seed injecting a match found in the library: saved
+    through that folder (``media/movies/Gone``, listing ``x.mkv``) or through the folder above it
+    (``media/movies``, listing ``Gone/x.mkv``). Every folder above a listed file or a save path was
+    taken for the torrent's, so the symlink was no library's: x.srt was reclaimable, quarantined,
+    then purged, though the library plays it through that symlink. The torrent keeps its file; the
+    library keeps the rest."""
+    w = world
+    mv = layout(w)
+    mkv = write(os.path.join(mv, "Gone/x.mkv"), b"m" * 1000)
+    srt = write(os.path.join(mv, "Gone/x.srt"), b"the library's subtitle, its only copy")
+    lib = os.path.join(w.seed_s, "media/movies/Gone")
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(os.path.join(mv, "Gone"), lib)
+    if through == "its save path":
+        w.qbt.add(FakeTorrent("9" * 40, "x.mkv", lib, [("x.mkv", 1000, 1)]))
+    else:
+        w.qbt.add(FakeTorrent("9" * 40, "Gone", os.path.dirname(lib), [("Gone/x.mkv", 1000, 1)]))
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(srt, orphans.LIBRARY, 0)]
+    assert res.held == [] and out.refused is None
+    assert os.path.exists(os.path.join(lib, "x.srt")) and os.path.exists(mkv)
+
+
+def test_a_library_folder_that_is_a_symlink_keeps_what_a_torrent_saved_through_it_does_not_list(world):  # noqa: F811
+    """R116: the library's folder itself a symlink (``media/movies -> torrents/movies``), a torrent
+    saved through it: its save path was the torrent's, so the film the library plays there (its
+    torrent removed) was reclaimable, quarantined, then purged."""
+    w = world
+    mv = layout(w)
+    film = write(os.path.join(mv, "Film/f.mkv"), b"f" * 800)
+    os.makedirs(os.path.join(w.seed_s, "media"))
+    os.symlink(mv, os.path.join(w.seed_s, "media/movies"))
+    write(os.path.join(mv, "XS/xs.bin"), b"x" * 10)
+    w.qbt.add(FakeTorrent("8" * 40, "XS", os.path.join(w.seed_s, "media/movies"), [("XS/xs.bin", 10, 1)]))
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    expire(w)
+    orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+
+    assert [(o.path, o.kind) for o in rep.orphans] == [(film, orphans.LIBRARY)]
+    assert res.held == [] and os.path.exists(os.path.join(w.seed_s, "media/movies/Film/f.mkv"))
+
+
+def test_a_library_folder_renamed_during_the_quarantines_walk_keeps_its_target(world, monkeypatch):  # noqa: F811
+    """R116: the quarantine took the library's symlinks below a seeding root from its own walk,
+    which passes over a folder gone since its parent was listed: Radarr renaming ``Gone 2020`` to
+    ``Gone (2020)`` meanwhile hid the symlink below it, and its target was quarantined (the purge
+    kept it, the library broken for the grace period). The symlinks are walked for after the walk,
+    by the purge's walk, which walks again when an entry vanishes."""
+    w = world
+    mv = layout(w)
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    folder = os.path.join(w.seed_s, "media/movies/Gone 2020")
+    os.makedirs(folder)
+    os.symlink(data, os.path.join(folder, "x.mkv"))
+    real = orphans.open_below
+
+    def renaming(pfd, name, *a, **k):
+        if name == "Gone 2020":  # Radarr renames it after its parent was listed
+            os.rename(folder, folder.replace("Gone 2020", "Gone (2020)"))
+        return real(pfd, name, *a, **k)
+
+    monkeypatch.setattr(orphans, "open_below", renaming)
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    assert not os.path.exists(folder)  # the rename happened during the walk
+    assert res.held == [] and os.path.exists(os.path.join(w.seed_s, "media/movies/Gone (2020)/x.mkv"))
+
+
+def test_a_seeding_root_that_keeps_changing_refuses_the_quarantine_in_one_line(world, monkeypatch):  # noqa: F811
+    """A seeding root whose every walk for symlinks sees an entry vanish (``library_links.WALKS``):
+    the library's symlinks there are unseen, so the quarantine refuses, one line, nothing held."""
+    from qbhook.catalog import library_links
+
+    w = world
+    data = write(os.path.join(layout(w), "Gone/x.mkv"), b"orphan" * 100)
+    real = library_links._symlinks
+    seed = os.path.normpath(w.seed_s)
+    churning = lambda pool, root, *a: ([], root + "/Gone 2020") if root == seed else real(pool, root, *a)  # noqa: E731
+    monkeypatch.setattr(library_links, "_symlinks", churning)
+
+    with pytest.raises(OrphansRefused) as e:
+        orphans.quarantine(w.cfg, w.cat, [w.qbt])
+
+    msg = e.value.message
+    assert msg.startswith("refusing: cannot look for library symlinks in pool stash (its folders kept changing")
+    assert "Gone 2020" in msg and "\n" not in msg and os.path.exists(data)
 
 
 def test_a_library_on_a_filesystem_mounted_below_the_root_keeps_its_target_from_the_quarantine(
@@ -319,3 +421,28 @@ def test_a_library_on_a_filesystem_mounted_below_the_root_keeps_its_target_from_
 
     assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
     assert res.held == [] and os.path.exists(lib)
+
+
+def test_a_symlink_no_torrent_lists_keeps_its_target_and_the_listing_names_it(world, capsys):  # noqa: F811
+    """R116: cross-seed's link of a torrent since removed (``torrents/links/trk/Dead/d.mkv``) is a
+    symlink below the root no torrent lists: a library's, so what it reaches stays until it is
+    removed (the conservative side). The listing said only "still used by a library", leaving a
+    person no way to learn what keeps it: it names the symlink, per item, and in --json. A real
+    orphan beside it is still reclaimable."""
+    from qbhook.cli.orphans import _show_report
+
+    w = world
+    mv = layout(w)
+    dead = write(os.path.join(mv, "Dead/d.mkv"), b"d" * 500)
+    link = os.path.join(w.seed_s, "torrents/links/trk/Dead/d.mkv")
+    os.makedirs(os.path.dirname(link))
+    os.symlink(dead, link)
+    old = write(os.path.join(mv, "Old/o.mkv"), b"o" * 300)
+
+    report = orphans.find_orphans(w.cfg, [w.qbt])
+
+    items = {i["path"]: (i["kind"], i["link"]) for i in report.as_dict()["items"]}
+    assert items == {os.path.dirname(dead): (orphans.LIBRARY, link), os.path.dirname(old): (orphans.RECLAIMABLE, "")}
+    _show_report(report.as_dict(), False)
+    out = capsys.readouterr().out
+    assert f"{os.path.dirname(dead)}/ (1 files; a library links it by a symbolic link: {link})" in out, out

@@ -101,7 +101,7 @@ def test_dangling_and_looping_library_symlinks_change_nothing_and_raise_nothing(
 
 def test_a_symlink_in_an_ignored_folder_is_no_library_one_below_a_seeding_root_no_torrent_lists_is(world):  # noqa: F811
     """One in an ignored folder (``.zfs``, qbhook's own) is nobody's library. One below a seeding
-    root is cross-seed's only when a torrent's path names it (``orphans.library_of``): any other is
+    root is cross-seed's only when a torrent lists it as its file (``orphans.library_of``): any other is
     a library's, though the folder it lies in is a save path (here the root itself, the world's
     H1's), which once passed it over and its target was quarantined (R112)."""
     w = world
