@@ -635,6 +635,11 @@ class Catalog:
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 
+    def fs_has_inodes(self, fs: int) -> bool:
+        """Whether the catalog still holds a file of filesystem row ``fs`` (a scan keeps those of one
+        not mounted; ``scan --forget-unmounted`` drops them)."""
+        return self.conn.execute("SELECT 1 FROM inodes WHERE fs = ? LIMIT 1", (fs,)).fetchone() is not None
+
     # The inode's upsert, shared by upsert() and upsert_many().
     _UPSERT_INODE = (
         "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink, mode, uid, gid, seen_scan) "

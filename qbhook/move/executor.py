@@ -2200,7 +2200,8 @@ class Executor:
     def _stop_repaired(self, st: _GroupRun, notes: list[str]) -> bool:
         """A failed repair's torrent stopped before the files it made under it go (not one a
         person started with nothing of ours under it). True: it was seen running, not missing its
-        files (a person started it during the repair), so this stop is one it was not found in."""
+        files (a person started it during the repair, or the repair's own Repair step did in an
+        earlier attempt: ``_repair_state_back`` says which), so this stop is one it was not found in."""
         ran = False
         for s in st.plan.steps:
             if isinstance(s, Repair):
@@ -2245,6 +2246,12 @@ class Executor:
         at = f"{NOT_AS_FOUND}: torrent {s.torrent} is {t.state} at {t.save_path}"
         if stuck is not None:
             return f"{at}: {stuck}; set its location to {s.from_path} yourself"
+        if stopped_running and _repair_started_it(row):
+            # Its own start, on files it then took back: a start now downloads into the save path.
+            return (
+                f"{at}: started by this repair after its recheck, stopped again as the group failed "
+                "and the files it made under it were taken back: do not start it, run qbhook repair again"
+            )
         if stopped_running:
             return f"{at}: started during the repair, stopped with files of ours under it; start it yourself"
         if found is None or found.get("state") not in QUIET_STATES:
@@ -4340,6 +4347,13 @@ def _repair_row(st: _GroupRun, rows: list[StepRow]) -> tuple[Repair | None, Step
         return None, None
     abs_seq = min(st.seqs) + seq if st.seqs else seq
     return s, next((r for r in rows if r.seq == abs_seq and r.kind == Repair.kind), None)
+
+
+def _repair_started_it(row: StepRow | None) -> bool:
+    """A repair's Repair step ``row`` journaled its outcome: it returned, which it does only with its
+    torrent started after its recheck at 100 % (or found so started by an earlier attempt). Kept when
+    a remake reopens the step (``Journal.reopen``), cleared when the step itself fails."""
+    return row is not None and row.result is not None
 
 
 def _repair_found(st: _GroupRun, rows: list[StepRow]) -> dict | None:

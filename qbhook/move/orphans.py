@@ -104,7 +104,9 @@ missing its files (held before that torrent went missing), or that a library's s
 reaches (made in the grace period: by the held file's identity, or by its original place,
 where that symlink now dangles; outside the seeding roots, or below one where no torrent lists
 it as its file, ``library_of``'s one rule), is kept in holding and reported,
-and a listing that cannot be trusted refuses the purge of every orphan (by the same guards).
+and a listing that cannot be trusted refuses the purge of every orphan (by the same guards), as
+does a filesystem the catalog knows in a pool that is not mounted (``_purge_library``: a
+library's symlinks on it are unseen).
 
 Each listing and each quarantine records its totals (reclaimable bytes it would free, bytes
 still used by a library, per pool) in the catalog's ``state`` under ``last_orphans``, so
@@ -2307,7 +2309,7 @@ def purge_held(
             grace=grace,
             now=clock,
             leftover_views=journal.leftover_paths(),
-            library=lambda refs: library_of(cfg, refs),
+            library=lambda refs: _purge_library(cfg, catalog, refs),
             folder_identity=folders.identity,
         )
     doubt = fsops.clock_doubts(held, clock, grace)
@@ -2334,6 +2336,30 @@ def purge_held(
             found["last copy"] = f"holding purge: {e}"
     _tell_purge(journal.conn, found, out)
     return out
+
+
+def _purge_library(cfg, catalog, refs: References) -> LibraryLinks:
+    """``library_of`` for the purge, refused (``OrphansRefused``: no orphan purged) while a
+    filesystem the catalog holds files of, at, below or above a pool root, is not mounted
+    (``scan.filesystems_away``, the scan's rule for paths out of sight): its walk sees an empty
+    mount point, no symlink on it, and what a library there links (an encrypted dataset whose key
+    was not loaded at boot) looked unused and was purged. The quarantine only holds; the purge is
+    the act that cannot be undone."""
+    from qbhook.catalog.scan import filesystems_away
+
+    roots = [os.path.normpath(str(p.path)) for p in cfg.pools]
+    away = sorted(
+        mp
+        for fs, mp in filesystems_away(catalog).items()
+        if any(is_within(mp, r) or is_within(r, mp) for r in roots) and catalog.fs_has_inodes(fs)
+    )
+    if away:
+        raise OrphansRefused(
+            f"refusing to {PURGE}: {away[0]} is not mounted (a filesystem the catalog knows in a pool; "
+            "a library's symlinks on it are unseen)",
+            hint=f"mount it; if it is gone for good: qbhook scan --forget-unmounted {away[0]}",
+        )
+    return library_of(cfg, refs)
 
 
 # What the last purge of holding found that needs a person, as told (``state.told``): each condition's

@@ -254,6 +254,72 @@ def test_a_library_on_a_filesystem_mounted_below_the_pool_root_is_seen(world, tm
     assert os.path.exists(film) and all(os.path.exists(e) for e in eps)
 
 
+def _recorded_not_mounted(w, mountpoint: str) -> None:
+    """The catalog knows a filesystem at ``mountpoint`` holding a file (a scan met it there), not in
+    the mount table now: only its empty mount point is left, as after an unmount (``test_scanner``'s
+    ``_nested_unmounted``), or an encrypted dataset whose key was not loaded at boot."""
+    with w.cat.conn:
+        fs = w.cat.conn.execute(
+            "INSERT INTO filesystems(fsid, kind, fstype, source, mountpoint, dev, first_seen, last_seen) "
+            "VALUES ('zfs:4242', 'zfs', 'zfs', 'stash/media', ?, NULL, 0, 0)",
+            (os.fsencode(mountpoint),),
+        ).lastrowid
+        ino = w.cat.conn.execute(
+            "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (?, 7, 10, 0, 0, 1)", (fs,)
+        ).lastrowid
+        w.cat.conn.execute(
+            "INSERT INTO paths(path, inode, pool) VALUES (?, ?, 'stash')",
+            (os.fsencode(os.path.join(mountpoint, "Films/poster.jpg")), ino),
+        )
+
+
+def test_the_purge_refuses_while_a_dataset_the_catalog_knows_in_a_pool_is_not_mounted(world, monkeypatch):  # noqa: F811
+    """Held, then linked in the grace period by a library on a dataset of its own (stash/media),
+    which is not mounted at the purge: its walk saw an empty folder, no symlink, and the purge
+    deleted the library's only copy. Refused now in one line naming it, nothing of the orphans
+    purged; mounted again, its symlink keeps the held file, as any library's does."""
+    from qbhook.catalog import fsid
+
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [film]
+    (h,) = [h for h in w.journal.held_links() if h.orphan]
+    media = os.path.join(str(w.stash), "media")
+    os.makedirs(media)
+    _recorded_not_mounted(w, media)
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.refused is not None and os.path.exists(h.path), out
+    msg = out.refused.message
+    assert msg.startswith("refusing to purge quarantined orphans") and media in msg and "\n" not in msg, msg
+    assert f"qbhook scan --forget-unmounted {media}" in out.refused.hint
+    # Mounted again: its symlink is seen.
+    real = fsid.read_mounts
+    there = fsid.Mount(os.makedev(0, 4242), "/", media, "zfs", "stash/media")
+    monkeypatch.setattr(fsid, "read_mounts", lambda: [*real(), there])
+    link = library(w, "Film.mkv", film)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.refused is None and [k.held for k in out.kept] == [h.path] and os.path.exists(h.path)
+    assert os.path.lexists(link)
+
+
+def test_a_dataset_forgotten_by_the_scan_no_longer_refuses_the_purge(world):  # noqa: F811
+    """Gone for good, its files dropped by ``qbhook scan --forget-unmounted`` (its row stays): the
+    refusal's way out, else one destroyed dataset refused every purge for ever."""
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    media = os.path.join(str(w.stash), "media")
+    _recorded_not_mounted(w, media)
+    with w.cat.conn:
+        w.cat.conn.execute("DELETE FROM paths WHERE path = ?", (os.fsencode(os.path.join(media, "Films/poster.jpg")),))
+        w.cat.conn.execute("DELETE FROM inodes WHERE NOT EXISTS (SELECT 1 FROM paths WHERE inode = inodes.id)")
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.refused is None and out.bytes_freed == 500
+    assert [h for h in w.journal.held_links() if h.orphan] == []
+
+
 def test_ignored_names_are_pruned_at_every_level_of_every_filesystem(world, tmpfs):  # noqa: F811
     """``.zfs`` (each dataset's own) and qbhook's folders deep below a nested mount are pruned as at
     the top: every snapshot walked would be slow, and its symlinks are nobody's library."""

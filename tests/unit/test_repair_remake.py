@@ -15,7 +15,10 @@ gone since was made again, the Repair step replayed, and verify_group took a sto
 100 %, its old recheck's over files gone since, for proof: the group ended done, the torrent
 stopped and never rechecked on the files made now. Its Repair step and verify_group now run again
 (``Executor._reopen_after_remake``), journaled before the remake, so after a kill too (b156c31
-ended the group done with no recheck, or failed it at verify_group on a missingFiles torrent)."""
+ended the group done with no recheck, or failed it at verify_group on a missingFiles torrent).
+
+R115: such a group whose torrent kept running fails at the remake (not stopped); the clause said a
+person started it and to start it, on the files just taken back. It now says the repair started it."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from qbhook.decide.repair import NOT_AS_FOUND
 from qbhook.move.locks import group_lock
 from tests.unit.test_executor import FILES, H1, H2, Crash, world  # noqa: F401  (fixture)
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
@@ -32,6 +36,10 @@ from tests.unit.test_repair_write_place import _refused_once, _twins
 from tests.unit.test_write_place_live import WRITE_PLACE  # noqa: F401  (what _refused_once reads)
 
 MOVIE = FILES[0][0]
+REPAIR_STARTED = (
+    "started by this repair after its recheck, stopped again as the group failed and the files it made "
+    "under it were taken back: do not start it, run qbhook repair again"
+)
 
 
 def _library_as_it_was(lib: dict[str, str]) -> dict[str, tuple]:
@@ -161,7 +169,7 @@ def test_a_twin_whose_failed_twin_is_gone_finishes_on_its_links_made_again(world
 def _killed_after_the_repair_step(w, lib, state: str) -> str:
     """H1's repair killed right before verify_group (its recheck and start done); while qbhook is
     down the view's movie goes and H1 is stopped (stoppedUP: qBittorrent still shows the 100 % of
-    before) or shows missingFiles. -> the gone file's path."""
+    before), shows missingFiles, or keeps running (stalledUP). -> the gone file's path."""
 
     def kill(point, _gid, _seq, step):
         if point == "before" and step.kind == "verify_group":
@@ -175,7 +183,7 @@ def _killed_after_the_repair_step(w, lib, state: str) -> str:
     os.unlink(gone)
     if state == "stoppedUP":
         t.stopped = True
-    else:
+    elif state == "missingFiles":
         t.transient = "missingFiles"
     w.qbt.calls.clear()
     return gone
@@ -228,3 +236,39 @@ def test_a_kill_after_the_file_is_made_again_still_rechecks_on_resume(world):  #
     assert [c[0] for c in w.qbt.calls][-2:] == ["recheck", "start"]
     assert not w.qbt.t[H1].stopped and w.qbt.t[H1].progress == 1.0
     _linked_from_library(w, lib)
+
+
+def test_a_torrent_its_own_repair_step_started_is_never_said_started_by_a_person(world):  # noqa: F811
+    """R115: the Repair step ended (recheck, start), the movie went while qbhook was down and H1
+    kept running. Resumed, the remake is refused (stalledUP, not stopped), the group fails and the
+    files it made are taken back. The reason told a person H1 was "started during the repair"
+    and to "start it yourself", on files just removed: qbhook's own Repair step started it."""
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "stalledUP")
+    (run,) = w.executor().resume()
+    (reason,) = run.groups_failed.values()
+    assert "stalledUP now, not stopped" in reason, reason
+    assert w.qbt.t[H1].stopped
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())  # what it made taken back
+    assert "start it yourself" not in reason and "started during the repair" not in reason, reason
+    assert f"{NOT_AS_FOUND}: torrent {H1} is stoppedUP at {w.seed_s}: {REPAIR_STARTED}" in reason, reason
+
+
+def test_a_torrent_a_person_started_during_the_repair_is_still_said_so(world):  # noqa: F811
+    """The other side of R115: started by a person between two of its links, before any Repair
+    step ran, the clause still says so (nothing of this repair's own start to tell)."""
+    w = world
+    lib = _lose_files(w)
+    seen = []
+
+    def start(point, _gid, _seq, step):
+        if point == "before" and step.kind == "link":
+            seen.append(step)
+            if len(seen) == 2:
+                t = w.qbt.t[H1]
+                t.transient, t.stopped = None, False
+
+    (reason,) = w.executor(hook=start).apply(_plan(w, lib)).groups_failed.values()
+    assert "now, not stopped" in reason and REPAIR_STARTED not in reason, reason
+    assert reason.endswith("started during the repair, stopped with files of ours under it; start it yourself")
