@@ -606,12 +606,22 @@ def _libraries(links: Iterable[str], refs: References) -> list[str]:
     injecting a match saved through it) uses the folder's other files too; taken for the torrent's,
     its subtitle was quarantined, then purged (R116). So it is followed as a library's: the
     conservative side. One lookup per symlink; the listed files spelled once, only when a symlink
-    was met."""
+    was met. A listed "file" that reaches a folder is a library's too: the torrent holds the
+    folder's identity, never its files (R118: a torrent listing the library's folder symlink
+    ``Gone`` as its one file left ``Gone/x.mkv`` reclaimable, then purged)."""
     links = list(links)
     if not links:
         return []
     listed = _spelled(refs.listed)
-    return [link for link in links if link not in listed]
+    return [link for link in links if link not in listed or _reaches_folder(link)]
+
+
+def _reaches_folder(link: str) -> bool:
+    """Whether the symlink ``link`` reaches a folder (read only: one ``stat`` through it)."""
+    try:
+        return stat_mod.S_ISDIR(os.stat(link).st_mode)
+    except OSError:
+        return False  # dangling or unreadable: what it names is no folder of data now
 
 
 def _root_symlinks(cfg) -> list[str]:

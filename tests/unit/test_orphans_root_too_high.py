@@ -446,3 +446,18 @@ def test_a_symlink_no_torrent_lists_keeps_its_target_and_the_listing_names_it(wo
     _show_report(report.as_dict(), False)
     out = capsys.readouterr().out
     assert f"{os.path.dirname(dead)}/ (1 files; a library links it by a symbolic link: {link})" in out, out
+
+
+def test_a_symlink_a_torrent_lists_as_its_file_that_reaches_a_folder_is_a_librarys(world):  # noqa: F811
+    """R118: a torrent listing the library's folder symlink ``Gone`` as its one file was exempt as
+    a torrent's file; the folder's files were reclaimable, quarantined, then purged."""
+    w = world
+    mv = layout(w)
+    gone = write(os.path.join(mv, "Gone/x.mkv"), b"x" * 100)
+    lib = os.path.join(w.seed_s, "media/movies")
+    os.makedirs(lib)
+    os.symlink(os.path.join(mv, "Gone"), os.path.join(lib, "Gone"))  # the library's folder symlink
+    w.qbt.add(FakeTorrent("9" * 40, "Gone", lib, [("Gone", 4096, 1)]))  # "Gone" listed as its file
+    kinds = {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
+    assert kinds.get(gone) == orphans.LIBRARY, kinds
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [] and os.path.exists(gone)
