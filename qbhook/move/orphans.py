@@ -2340,18 +2340,22 @@ def purge_held(
 
 def _purge_library(cfg, catalog, refs: References) -> LibraryLinks:
     """``library_of`` for the purge, refused (``OrphansRefused``: no orphan purged) while a
-    filesystem the catalog holds files of, at, below or above a pool root, is not mounted
-    (``scan.filesystems_away``, the scan's rule for paths out of sight): its walk sees an empty
-    mount point, no symlink on it, and what a library there links (an encrypted dataset whose key
-    was not loaded at boot) looked unused and was purged. The quarantine only holds; the purge is
-    the act that cannot be undone."""
+    filesystem the catalog holds files of in a configured pool, at, below or above a pool root, is
+    not mounted (``scan.filesystems_away``, the scan's rule for paths out of sight): its walk sees an
+    empty mount point, no symlink on it, and what a library there links (an encrypted dataset whose
+    key was not loaded at boot) looked unused and was purged. The quarantine only holds; the purge
+    is the act that cannot be undone. Files recorded under a pool no longer configured do not count:
+    no scan walks that pool again, so the hint's ``--forget-unmounted`` could never drop them, and a
+    removed pool's destroyed dataset refused every purge for ever (R119); a configured pool's scan
+    records what it meets under its own name, so a dataset holding its library still refuses."""
     from qbhook.catalog.scan import filesystems_away
 
     roots = [os.path.normpath(str(p.path)) for p in cfg.pools]
+    names = [p.name for p in cfg.pools]
     away = sorted(
         mp
         for fs, mp in filesystems_away(catalog).items()
-        if any(is_within(mp, r) or is_within(r, mp) for r in roots) and catalog.fs_has_inodes(fs)
+        if any(is_within(mp, r) or is_within(r, mp) for r in roots) and catalog.fs_has_pool_paths(fs, names)
     )
     if away:
         raise OrphansRefused(
