@@ -2352,9 +2352,18 @@ def _purge_library(cfg, catalog, refs: References) -> LibraryLinks:
 
     roots = [os.path.normpath(str(p.path)) for p in cfg.pools]
     names = [p.name for p in cfg.pools]
+    try:
+        known_away = filesystems_away(catalog)
+    except OSError as e:
+        # What is mounted not known is a dataset maybe away: refused like one, in one line. It
+        # escaped as a traceback out of the purge after the run was journaled (R119).
+        raise OrphansRefused(
+            f"refusing to {PURGE}: cannot read the mount table ({e.strerror or e}): whether a dataset "
+            "in a pool is not mounted is not known"
+        ) from e
     away = sorted(
         mp
-        for fs, mp in filesystems_away(catalog).items()
+        for fs, mp in known_away.items()
         if any(is_within(mp, r) or is_within(r, mp) for r in roots) and catalog.fs_has_pool_paths(fs, names)
     )
     if away:
