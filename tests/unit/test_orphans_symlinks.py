@@ -20,7 +20,7 @@ from qbhook.move.orphans import LIBRARY, RECLAIMABLE, Entry, References, Walk, d
 from tests.helpers import write
 from tests.mountns import bind, own_mounts
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-from tests.unit.test_orphans_purge import expire, world  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, notified, world  # noqa: F401  (fixture)
 
 
 def kinds(w) -> dict[str, str]:
@@ -338,6 +338,40 @@ def test_a_dataset_only_a_pool_removed_from_the_config_knows_does_not_refuse_the
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
     assert out.refused is None and out.bytes_freed == 500, out
     assert [h for h in w.journal.held_links() if h.orphan] == []
+
+
+def test_a_dataset_not_mounted_refusing_the_purge_is_told_once_in_status_and_resolved_when_mounted(
+    world,  # noqa: F811
+    notified,  # noqa: F811
+    monkeypatch,
+):
+    """R119: under ``serve`` the refusal was only a log warning after each run: never notified, not in
+    ``status``'s needs-a-person list, so status read healthy while holding grew. Told once while it
+    lasts (``away <mount point>``), in ``holding_needs_person``, resolved once it is mounted again."""
+    from qbhook.catalog import fsid
+
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    media = os.path.join(str(w.stash), "media")
+    os.makedirs(media)
+    _recorded_not_mounted(w, media)
+    expire(w)
+    for _ in range(3):  # serve purges after every run
+        w.executor()._purge_holding()
+    assert [(k, s) for k, _t, s in notified] == [("guard", "failure")], notified
+    (line,) = orphans.holding_needs_person(w.cat.conn)
+    assert line == notified[0][1] and media in line and "is not mounted" in line, line
+    assert f"qbhook scan --forget-unmounted {media}" in line, line
+    assert [h for h in w.journal.held_links() if h.orphan]  # nothing purged while it is away
+
+    real = fsid.read_mounts
+    there = fsid.Mount(os.makedev(0, 4242), "/", media, "zfs", "stash/media")
+    monkeypatch.setattr(fsid, "read_mounts", lambda: [*real(), there])
+    w.executor()._purge_holding()
+    assert [(k, s) for k, _t, s in notified[1:]] == [("resolved", "info")] and media in notified[1][1]
+    assert orphans.holding_needs_person(w.cat.conn) == []
+    assert [h for h in w.journal.held_links() if h.orphan] == []  # mounted: purged
 
 
 def test_ignored_names_are_pruned_at_every_level_of_every_filesystem(world, tmpfs):  # noqa: F811
