@@ -635,10 +635,19 @@ class Catalog:
     def pool_has_paths(self, pool: str) -> bool:
         return self.conn.execute("SELECT 1 FROM paths WHERE pool = ? LIMIT 1", (pool,)).fetchone() is not None
 
-    def fs_has_inodes(self, fs: int) -> bool:
-        """Whether the catalog still holds a file of filesystem row ``fs`` (a scan keeps those of one
-        not mounted; ``scan --forget-unmounted`` drops them)."""
-        return self.conn.execute("SELECT 1 FROM inodes WHERE fs = ? LIMIT 1", (fs,)).fetchone() is not None
+    def fs_has_pool_paths(self, fs: int, pools: Iterable[str]) -> bool:
+        """Whether the catalog still holds a path, recorded in one of ``pools``, of a file of
+        filesystem row ``fs`` (a scan keeps those of one not mounted; ``scan --forget-unmounted``
+        drops them, but only a configured pool's: the scan walks no other, so the rows of a pool
+        removed from the config are never dropped and must not count)."""
+        names = list(pools)
+        if not names:
+            return False
+        q = (
+            "SELECT 1 FROM inodes i JOIN paths p ON p.inode = i.id "
+            f"WHERE i.fs = ? AND p.pool IN ({','.join('?' * len(names))}) LIMIT 1"
+        )
+        return self.conn.execute(q, (fs, *names)).fetchone() is not None
 
     # The inode's upsert, shared by upsert() and upsert_many().
     _UPSERT_INODE = (

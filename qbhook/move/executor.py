@@ -1261,6 +1261,7 @@ class Executor:
                 return outcome
             st.deletes_started = self._deleted_before(mine)
             remake = self._repair_files_gone(st, mine)
+            self._repair_look_back(st, mine)
             listed = self._check_clients_answer(st, mine)
             self._check_room(st, mine)
             self._check_atm_off(st, mine)
@@ -2615,11 +2616,41 @@ class Executor:
                         hint="stop it, then run qbhook repair again",
                     )
                 if (s.instance, s.torrent) not in st.quieted:
-                    if _repair_found(st, self.journal.steps(st.run_id)) is None:
+                    rows = self.journal.steps(st.run_id)
+                    if _repair_found(st, rows) is None:
                         self.journal.note_found(at.step_id, {"state": t.state, "paused": t.is_paused})
                     if not t.is_stopped or t.is_paused:
                         c.stop(s.torrent)
+                    self._note_seen_stopped(st, rows)  # stopped now, by this run or before it
                 st.quieted.add((s.instance, s.torrent))
+
+    def _note_seen_stopped(self, st: _GroupRun, rows: list[StepRow]) -> None:
+        """A repair's torrent is stopped now, seen so or stopped by this run: journaled on its Repair
+        row (``_seen_stopped``) when that step started it (``_started``), so a run of it from now on
+        is a person's start (``_repair_started_it``). ``rows``: the run's journal."""
+        _s, row = _repair_row(st, rows)
+        if row is not None and _repair_started_it(row):
+            self.journal.note_seen_stopped(row.id)
+
+    def _repair_look_back(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
+        """A resumed repair whose Repair step started its torrent looks at it once, before anything
+        runs: stopped (a person stopped it while qbhook was down), a run of it from now on is a
+        person's start (``_note_seen_stopped``). Else one a person stopped and starts again before
+        the first look of this run (``_repair_quiet``, at a remade link) was said started by the
+        repair, "do not start it" (R119). A torrent that cannot be read is left as journaled: the
+        clause that never asks for a start on files taken back."""
+        if st.plan.action != Action.REPAIR or self._states.get(st.plan.group_id) == GroupStatus.DONE:
+            return
+        rows = [r for _q, _s, r in mine if r is not None]
+        s, row = _repair_row(st, rows)
+        if s is None or not _repair_started_it(row):
+            return
+        try:
+            t = self._client(s.instance).torrent(s.torrent)
+        except QbhookError:
+            return
+        if t.is_stopped:
+            self._note_seen_stopped(st, rows)
 
     def _stop_where_it_is(self, st: _GroupRun, reason: str) -> None:
         """The backstop tripped: stop the group's torrents, move nothing, delete nothing, alert.
@@ -3340,6 +3371,10 @@ class Executor:
         # The backstop before the start, as _relocate has it: a view file written since verify_view
         # (a tagger on a library file) stops the repair here, the torrent left stopped.
         self._check_views_unchanged(st)
+        if issued:
+            # Journaled first, as the recheck is: a kill between the start and the outcome leaves a
+            # running torrent this step started, never to be called a person's (R119).
+            self.journal.note_started(at.step_id)
         if t.is_stopped:
             c.start(h)
         return {"issued": issued, "state": t.state, "save_path": _norm(t.save_path)}
@@ -4350,10 +4385,13 @@ def _repair_row(st: _GroupRun, rows: list[StepRow]) -> tuple[Repair | None, Step
 
 
 def _repair_started_it(row: StepRow | None) -> bool:
-    """A repair's Repair step ``row`` journaled its outcome: it returned, which it does only with its
-    torrent started after its recheck at 100 % (or found so started by an earlier attempt). Kept when
-    a remake reopens the step (``Journal.reopen``), cleared when the step itself fails."""
-    return row is not None and row.result is not None
+    """A repair's Repair step ``row`` started its torrent after its recheck (``_started``, journaled
+    right before the start) and no look since saw it stopped (``_seen_stopped``: a person's stop while
+    qbhook was down, or ``_repair_quiet``'s): a run of it is then this step's start, not a person's.
+    Not its outcome: a result survives a remake's ``Journal.reopen`` (a torrent a person started
+    after this run saw it stopped was said started by the repair), and a kill between the start and
+    the outcome leaves none (a torrent it started was said a person's: "start it yourself", R119)."""
+    return row is not None and bool(row.args.get("_started")) and not row.args.get("_seen_stopped")
 
 
 def _repair_found(st: _GroupRun, rows: list[StepRow]) -> dict | None:

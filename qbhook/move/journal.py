@@ -748,6 +748,25 @@ class Journal:
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET args=json_set(args, '$._rechecked', json('true')) WHERE id=?", (step_id,))
 
+    def note_started(self, step_id: int) -> None:
+        """Record, in a repair step's args (``_started``), that it is about to start its torrent after
+        its recheck, dropping what an earlier attempt's look saw (``_seen_stopped``): from then on a
+        running torrent is this step's start, not a person's (``Executor._repair_state_back``).
+        Journaled before the start, so a kill between the start and the step's outcome still says so."""
+        with Tx(self.conn) as c:
+            c.execute(
+                "UPDATE steps SET args=json_remove(json_set(args, '$._started', json('true')), '$._seen_stopped') "
+                "WHERE id=?",
+                (step_id,),
+            )
+
+    def note_seen_stopped(self, step_id: int) -> None:
+        """Record, in a repair step's args (``_seen_stopped``), that its torrent was seen stopped (or
+        stopped by the run) after the step started it (``note_started``): a run of it since is a
+        person's start, which the step's own ``_started`` must no longer claim."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET args=json_set(args, '$._seen_stopped', json('true')) WHERE id=?", (step_id,))
+
     def set_left_stopped(self, step_id: int, instance: str, torrent: str, forced: bool) -> None:
         """Record (table ``left_stopped``, catalog/schema.py) that relocate step ``step_id`` stopped
         ``torrent`` and could not start it again (``Executor._start_sharers``): it ran (``forced``:

@@ -2280,6 +2280,10 @@ class Purge:
     refused: OrphansRefused | None = None  # no orphan was purged: the clients could not be asked
     error: Exception | None = None  # what ``fsops.purge_holding`` left (``LastCopyKept``: a person must look)
     clock: str | None = None  # why held links were not purged on the wall clock (``fsops.clock_doubt``)
+    # The mount points of the pools' datasets found not mounted, refusing the orphans' purge
+    # (``_purge_library``); None: not looked at (no orphan due, the listing refused first, or the
+    # mount table could not be read).
+    away: tuple[str, ...] | None = None
     # What the links it unlinked as their inode's last freed (a run's summary never counts these: with a
     # grace period its delete only held them).
     bytes_freed: int = 0
@@ -2304,14 +2308,16 @@ def purge_held(
     recorded, keeping a last copy whose copy to keep no longer verifies. A wall clock that cannot
     end a grace (``fsops.clock_doubt``: it went back, or jumped) purges nothing it alone would, and
     says why (``Purge.clock``). What needs a person (a kept orphan, a kept last copy, a holding
-    folder renamed away, that clock) is also notified, once while it
-    lasts and once when it is gone (``_tell_purge``); a refusal is the caller's to report.
+    folder renamed away, that clock, a pool's dataset not mounted refusing the orphans' purge) is
+    also notified, once while it lasts and once when it is gone (``_tell_purge``); any other refusal
+    is the caller's to report.
     """
     from qbhook.move import fsops
 
     clock = journal.hold_clock(now)  # read once: the screen and the purge judge by the same clocks
     grace = cfg.policy.grace_period
     held = journal.held_links()
+    out = Purge()
     with _folders_of(cfg) as folders:
         screen = screen_held(
             held,
@@ -2319,12 +2325,19 @@ def purge_held(
             grace=grace,
             now=clock,
             leftover_views=journal.leftover_paths(),
-            library=lambda refs: _purge_library(cfg, catalog, refs),
+            library=lambda refs: _purge_library(cfg, catalog, refs, out),
             folder_identity=folders.identity,
         )
     doubt = fsops.clock_doubts(held, clock, grace)
-    out = Purge(kept=list(screen.kept), refused=screen.refused, clock=doubt.line if doubt is not None else None)
+    out.kept, out.refused, out.clock = list(screen.kept), screen.refused, doubt.line if doubt is not None else None
     found = {f"kept {k.held}": f"holding purge: {k.line()}" for k in screen.kept}
+    # Under serve the refusal was only a log line: status read healthy while holding grew (R119).
+    found.update(
+        {
+            _away_id(mp): f"holding purge: refusing to {PURGE}: {_away_line(mp)}; {_away_hint(mp)}"
+            for mp in out.away or ()
+        }
+    )
     if doubt is not None:  # a clock set wrong: a person must look at it; told by its kinds (R58)
         found["clock"] = f"holding purge: {doubt.told()}"
     try:
@@ -2348,28 +2361,58 @@ def purge_held(
     return out
 
 
-def _purge_library(cfg, catalog, refs: References) -> LibraryLinks:
+def _purge_library(cfg, catalog, refs: References, out: Purge) -> LibraryLinks:
     """``library_of`` for the purge, refused (``OrphansRefused``: no orphan purged) while a
-    filesystem the catalog holds files of, at, below or above a pool root, is not mounted
-    (``scan.filesystems_away``, the scan's rule for paths out of sight): its walk sees an empty
-    mount point, no symlink on it, and what a library there links (an encrypted dataset whose key
-    was not loaded at boot) looked unused and was purged. The quarantine only holds; the purge is
-    the act that cannot be undone."""
+    filesystem the catalog holds files of in a configured pool, at, below or above a pool root, is
+    not mounted (``scan.filesystems_away``, the scan's rule for paths out of sight): its walk sees an
+    empty mount point, no symlink on it, and what a library there links (an encrypted dataset whose
+    key was not loaded at boot) looked unused and was purged. The quarantine only holds; the purge
+    is the act that cannot be undone. Files recorded under a pool no longer configured do not count:
+    no scan walks that pool again, so the hint's ``--forget-unmounted`` could never drop them, and a
+    removed pool's destroyed dataset refused every purge for ever (R119); a configured pool's scan
+    records what it meets under its own name, so a dataset holding its library still refuses.
+    What it found is ``out.away``, told by the purge (``_tell_purge``)."""
     from qbhook.catalog.scan import filesystems_away
 
     roots = [os.path.normpath(str(p.path)) for p in cfg.pools]
+    names = [p.name for p in cfg.pools]
+    try:
+        known_away = filesystems_away(catalog)
+    except OSError as e:
+        # What is mounted not known is a dataset maybe away: refused like one, in one line. It
+        # escaped as a traceback out of the purge after the run was journaled (R119).
+        raise OrphansRefused(
+            f"refusing to {PURGE}: cannot read the mount table ({e.strerror or e}): whether a dataset "
+            "in a pool is not mounted is not known"
+        ) from e
     away = sorted(
         mp
-        for fs, mp in filesystems_away(catalog).items()
-        if any(is_within(mp, r) or is_within(r, mp) for r in roots) and catalog.fs_has_inodes(fs)
+        for fs, mp in known_away.items()
+        if any(is_within(mp, r) or is_within(r, mp) for r in roots) and catalog.fs_has_pool_paths(fs, names)
     )
+    out.away = tuple(away)
     if away:
         raise OrphansRefused(
-            f"refusing to {PURGE}: {away[0]} is not mounted (a filesystem the catalog knows in a pool; "
-            "a library's symlinks on it are unseen)",
-            hint=f"mount it; if it is gone for good: qbhook scan --forget-unmounted {away[0]}",
+            f"refusing to {PURGE}: {_away_line(away[0])}",
+            hint=_away_hint(away[0]),
         )
     return library_of(cfg, refs)
+
+
+def _away_line(mountpoint: str) -> str:
+    return (
+        f"{mountpoint} is not mounted (a filesystem the catalog knows in a pool; a library's symlinks on it are unseen)"
+    )
+
+
+def _away_hint(mountpoint: str) -> str:
+    return f"mount it; if it is gone for good: qbhook scan --forget-unmounted {mountpoint}"
+
+
+def _away_id(mountpoint: str) -> str:
+    """The id (``state.told``) a purge tells a pool's dataset not mounted by: told once while the
+    orphans' purge is refused for it, resolved by the first purge that looks and finds it mounted."""
+    return f"away {mountpoint}"
 
 
 # What the last purge of holding found that needs a person, as told (``state.told``): each condition's
@@ -2384,7 +2427,8 @@ def _gone_id(e: HoldingGone) -> str:
 
 def holding_needs_person(conn) -> list[str]:
     """What the last purge of holding found that needs a person and is still so, one line each (a
-    kept orphan, a kept last copy, a holding folder renamed away, a clock set wrong): the lines it
+    kept orphan, a kept last copy, a holding folder renamed away, a clock set wrong, a pool's dataset
+    not mounted refusing the orphans' purge): the lines it
     notified, which a purge drops once gone. ``qbhook status`` and the status page's "Needs you"
     show them (R58: a purge refused on a wrong clock left status healthy)."""
     told, _at = state.get(conn, HOLDING_TOLD, {})
@@ -2394,12 +2438,16 @@ def holding_needs_person(conn) -> list[str]:
 def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
     """Tell what needs a person once, and when it is gone (``state.told``): serve purges after every
     run, and each told the same kept links again (R35). What this purge could not look at (orphans
-    refused a listing; the purge stopped by an error of its own) is neither told again nor gone."""
+    refused a listing, before their library or the mount table was looked at; the purge stopped by
+    an error of its own) is neither told again nor gone. A pool's dataset found not mounted is gone
+    once a purge looks and finds it mounted, or has no orphan due (nothing of it refused then)."""
     from qbhook import notify
 
     def unseen(what: str) -> bool:
         if what.startswith("kept "):
             return out.refused is not None
+        if what.startswith("away "):  # not looked at because the listing refused first: still so
+            return out.away is None and out.refused is not None
         return out.error is not None and not isinstance(out.error, LastCopyKept)
 
     tell, gone = state.told(conn, HOLDING_TOLD, found, unseen=unseen)

@@ -311,6 +311,39 @@ def test_executor_purge_with_the_client_unreachable_keeps_orphans_and_purges_the
     assert notified == []  # a refusal is postponed to the next purge, not a kept copy
 
 
+def test_a_mount_table_that_cannot_be_read_refuses_the_orphans_purge_in_one_line_and_purges_the_demote(
+    world, notified, caplog, monkeypatch
+):
+    """R119: /proc/self/mountinfo unreadable (a PermissionError under a hardened unit) escaped the
+    purge's look for a dataset not mounted (``orphans._purge_library``) as a traceback out of
+    ``Executor.apply``, after the run was journaled. What is mounted not known, the orphans' purge is
+    refused in one line, nothing of them purged; the demote's held links go by their own rule."""
+    from qbhook.catalog import fsid
+
+    w = world
+    assert w.executor().apply(demote_plan(w)).status == "done"
+    demoted = [h for h in w.journal.held_links() if not h.orphan]
+    keep_seeding(w, w.seed_s)
+    _path, at = quarantine_one(w)
+    expire(w)
+
+    def unreadable():
+        raise PermissionError(13, "Permission denied", "/proc/self/mountinfo")
+
+    monkeypatch.setattr(fsid, "read_mounts", unreadable)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.refused is not None and os.path.exists(at), out
+    msg = out.refused.message
+    assert msg.startswith("refusing to purge quarantined orphans: cannot read the mount table"), msg
+    assert "\n" not in msg and "Permission denied" in msg, msg
+
+    w.executor()._purge_holding()  # what every run does after its groups
+
+    assert [h.path for h in w.journal.held_links()] == [at] and os.path.exists(at)
+    assert demoted and not any(os.path.lexists(h.path) for h in demoted)
+    assert any("cannot read the mount table" in r.getMessage() for r in caplog.records)
+
+
 def test_purge_expired_names_a_holding_folder_renamed_away_and_keeps_its_links_journaled(world, notified):
     """``qbhook holding --purge-expired``: held links out of reach (their holding folder renamed away
     by a writer of the seeding root) are not marked purged; the error and an alert name the folder."""

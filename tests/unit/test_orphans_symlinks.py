@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from qbhook.catalog import library_links
+from qbhook.catalog import library_links, scan
 from qbhook.catalog.library_links import LibraryLinks
 from qbhook.errors import OrphansRefused
 from qbhook.move import orphans
@@ -20,7 +20,7 @@ from qbhook.move.orphans import LIBRARY, RECLAIMABLE, Entry, References, Walk, d
 from tests.helpers import write
 from tests.mountns import bind, own_mounts
 from tests.unit.test_fsops import tmpfs  # noqa: F401  (fixture)
-from tests.unit.test_orphans_purge import expire, world  # noqa: F401  (fixture)
+from tests.unit.test_orphans_purge import expire, notified, world  # noqa: F401  (fixture)
 
 
 def kinds(w) -> dict[str, str]:
@@ -254,10 +254,10 @@ def test_a_library_on_a_filesystem_mounted_below_the_pool_root_is_seen(world, tm
     assert os.path.exists(film) and all(os.path.exists(e) for e in eps)
 
 
-def _recorded_not_mounted(w, mountpoint: str) -> None:
-    """The catalog knows a filesystem at ``mountpoint`` holding a file (a scan met it there), not in
-    the mount table now: only its empty mount point is left, as after an unmount (``test_scanner``'s
-    ``_nested_unmounted``), or an encrypted dataset whose key was not loaded at boot."""
+def _recorded_not_mounted(w, mountpoint: str, pool: str = "stash") -> None:
+    """The catalog knows a filesystem at ``mountpoint`` holding a file (a scan of ``pool`` met it
+    there), not in the mount table now: only its empty mount point is left, as after an unmount
+    (``test_scanner``'s ``_nested_unmounted``), or an encrypted dataset whose key was not loaded at boot."""
     with w.cat.conn:
         fs = w.cat.conn.execute(
             "INSERT INTO filesystems(fsid, kind, fstype, source, mountpoint, dev, first_seen, last_seen) "
@@ -268,8 +268,8 @@ def _recorded_not_mounted(w, mountpoint: str) -> None:
             "INSERT INTO inodes(fs, ino, size, mtime_ns, ctime_ns, nlink) VALUES (?, 7, 10, 0, 0, 1)", (fs,)
         ).lastrowid
         w.cat.conn.execute(
-            "INSERT INTO paths(path, inode, pool) VALUES (?, ?, 'stash')",
-            (os.fsencode(os.path.join(mountpoint, "Films/poster.jpg")), ino),
+            "INSERT INTO paths(path, inode, pool) VALUES (?, ?, ?)",
+            (os.fsencode(os.path.join(mountpoint, "Films/poster.jpg")), ino, pool),
         )
 
 
@@ -318,6 +318,60 @@ def test_a_dataset_forgotten_by_the_scan_no_longer_refuses_the_purge(world):  # 
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
     assert out.refused is None and out.bytes_freed == 500
     assert [h for h in w.journal.held_links() if h.orphan] == []
+
+
+def test_a_dataset_only_a_pool_removed_from_the_config_knows_does_not_refuse_the_purge(world):  # noqa: F811
+    """R119: a pool "media" at <stash>/media was dropped from the config and its dataset destroyed.
+    Its files stay recorded under "media", a pool no scan walks again, so the refusal's way out,
+    ``qbhook scan --forget-unmounted``, dropped nothing and every purge was refused for ever. Only
+    files a configured pool recorded count (the guard's point: such a dataset holds that pool's
+    library, ``test_the_purge_refuses_while_...``)."""
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    media = os.path.join(str(w.stash), "media")
+    os.makedirs(media, exist_ok=True)
+    _recorded_not_mounted(w, media, pool="media")
+    assert "media" not in [p.name for p in w.cfg.pools]
+    scan.scan_pools(w.cat, list(w.cfg.pools), w.cfg.scan, forget_unmounted=[media])  # the hint, taken
+    expire(w)
+    out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
+    assert out.refused is None and out.bytes_freed == 500, out
+    assert [h for h in w.journal.held_links() if h.orphan] == []
+
+
+def test_a_dataset_not_mounted_refusing_the_purge_is_told_once_in_status_and_resolved_when_mounted(
+    world,  # noqa: F811
+    notified,  # noqa: F811
+    monkeypatch,
+):
+    """R119: under ``serve`` the refusal was only a log warning after each run: never notified, not in
+    ``status``'s needs-a-person list, so status read healthy while holding grew. Told once while it
+    lasts (``away <mount point>``), in ``holding_needs_person``, resolved once it is mounted again."""
+    from qbhook.catalog import fsid
+
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    media = os.path.join(str(w.stash), "media")
+    os.makedirs(media)
+    _recorded_not_mounted(w, media)
+    expire(w)
+    for _ in range(3):  # serve purges after every run
+        w.executor()._purge_holding()
+    assert [(k, s) for k, _t, s in notified] == [("guard", "failure")], notified
+    (line,) = orphans.holding_needs_person(w.cat.conn)
+    assert line == notified[0][1] and media in line and "is not mounted" in line, line
+    assert f"qbhook scan --forget-unmounted {media}" in line, line
+    assert [h for h in w.journal.held_links() if h.orphan]  # nothing purged while it is away
+
+    real = fsid.read_mounts
+    there = fsid.Mount(os.makedev(0, 4242), "/", media, "zfs", "stash/media")
+    monkeypatch.setattr(fsid, "read_mounts", lambda: [*real(), there])
+    w.executor()._purge_holding()
+    assert [(k, s) for k, _t, s in notified[1:]] == [("resolved", "info")] and media in notified[1][1]
+    assert orphans.holding_needs_person(w.cat.conn) == []
+    assert [h for h in w.journal.held_links() if h.orphan] == []  # mounted: purged
 
 
 def test_ignored_names_are_pruned_at_every_level_of_every_filesystem(world, tmpfs):  # noqa: F811

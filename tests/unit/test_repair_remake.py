@@ -18,7 +18,12 @@ stopped and never rechecked on the files made now. Its Repair step and verify_gr
 ended the group done with no recheck, or failed it at verify_group on a missingFiles torrent).
 
 R115: such a group whose torrent kept running fails at the remake (not stopped); the clause said a
-person started it and to start it, on the files just taken back. It now says the repair started it."""
+person started it and to start it, on the files just taken back. It now says the repair started it.
+
+R119: "the repair started it" was read off the Repair row's result, wrong both ways: kept by the
+remake's reopen, a torrent a person started after this run saw it stopped was said the repair's;
+missing after a kill between the start and the outcome, one the repair started was said a person's.
+``_started`` is journaled right before the start, ``_seen_stopped`` when a look sees it stopped."""
 
 from __future__ import annotations
 
@@ -272,3 +277,72 @@ def test_a_torrent_a_person_started_during_the_repair_is_still_said_so(world):  
     (reason,) = w.executor(hook=start).apply(_plan(w, lib)).groups_failed.values()
     assert "now, not stopped" in reason and REPAIR_STARTED not in reason, reason
     assert reason.endswith("started during the repair, stopped with files of ours under it; start it yourself")
+
+
+def _person_starts_h1_before_link(w, nth: int):
+    """A hook: a person starts H1 right before the ``nth`` link step this run makes."""
+    seen = []
+
+    def start(point, _gid, _seq, step):
+        if point == "before" and step.kind == "link":
+            seen.append(step)
+            if len(seen) == nth:
+                t = w.qbt.t[H1]
+                t.transient, t.stopped = None, False
+
+    return start
+
+
+def test_a_torrent_a_person_stopped_while_down_and_started_again_is_said_a_persons(world):  # noqa: F811
+    """R119: the Repair step started H1 and ended; while qbhook was down the movie went and a person
+    stopped H1. Resumed, the person starts it again before the remade link: the remake is refused
+    (not stopped) and the clause said the repair started it, "do not start it": the Repair row's
+    result, kept by the remake's reopen, was read as "started by this repair". The resume saw it
+    stopped first (``_repair_look_back``): a person's start, said so."""
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "stoppedUP")
+    (run,) = w.executor(hook=_person_starts_h1_before_link(w, 1)).resume()
+    (reason,) = run.groups_failed.values()
+    assert "stalledUP now, not stopped" in reason, reason
+    assert REPAIR_STARTED not in reason, reason
+    assert reason.endswith("started during the repair, stopped with files of ours under it; start it yourself")
+
+
+def test_a_torrent_the_remake_stopped_and_a_person_started_between_two_links_is_said_a_persons(world):  # noqa: F811
+    """As above, H1 kept running (missingFiles) while down and two files went: the first remade
+    link's look stops it (``_repair_quiet``), a person starts it before the second. Its run is the
+    person's start, not the Repair step's of the earlier attempt."""
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "missingFiles")
+    os.unlink(os.path.join(w.seed_s, FILES[1][0]))
+    (run,) = w.executor(hook=_person_starts_h1_before_link(w, 2)).resume()
+    (reason,) = run.groups_failed.values()
+    assert "stalledUP now, not stopped" in reason and REPAIR_STARTED not in reason, reason
+    assert reason.endswith("started during the repair, stopped with files of ours under it; start it yourself")
+
+
+def test_a_torrent_the_repair_step_started_right_before_a_kill_is_said_the_repairs(world):  # noqa: F811
+    """R119: killed after the Repair step's start but before its outcome was journaled; while down
+    the movie went, H1 kept running. Resumed, the remake is refused (not stopped) and H1 stopped
+    with the files taken back: the clause said a person started it, "start it yourself" (the R115
+    harm: a start downloads into the save path), the row having no result. ``_started`` is
+    journaled before the start."""
+    w = world
+    lib = _lose_files(w)
+
+    def kill(point, _gid, _seq, step):
+        if point == "after_act" and step.kind == "repair":
+            raise Crash
+
+    with pytest.raises(Crash):
+        w.executor(hook=kill).apply(_plan(w, lib))
+    assert not w.qbt.t[H1].stopped  # started, its outcome not journaled
+    os.unlink(os.path.join(w.seed_s, MOVIE))
+    (run,) = w.executor().resume()
+    (reason,) = run.groups_failed.values()
+    assert "stalledUP now, not stopped" in reason and w.qbt.t[H1].stopped, reason
+    assert all(os.lstat(p).st_nlink == 1 for p in lib.values())  # what it made taken back
+    assert "start it yourself" not in reason, reason
+    assert f"{NOT_AS_FOUND}: torrent {H1} is stoppedUP at {w.seed_s}: {REPAIR_STARTED}" in reason, reason
