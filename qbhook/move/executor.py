@@ -4390,8 +4390,12 @@ def _repair_started_it(row: StepRow | None) -> bool:
     qbhook was down, or ``_repair_quiet``'s): a run of it is then this step's start, not a person's.
     Not its outcome: a result survives a remake's ``Journal.reopen`` (a torrent a person started
     after this run saw it stopped was said started by the repair), and a kill between the start and
-    the outcome leaves none (a torrent it started was said a person's: "start it yourself", R119)."""
-    return row is not None and bool(row.args.get("_started")) and not row.args.get("_seen_stopped")
+    the outcome leaves none (a torrent it started was said a person's: "start it yourself", R119).
+    A row journaled before ``_started`` existed is judged by its outcome, the older rule (R120: a
+    run killed by an older qbhook and resumed after the upgrade was told "start it yourself")."""
+    if row is None:
+        return False
+    return bool(row.args.get("_started", row.result is not None)) and not row.args.get("_seen_stopped")
 
 
 def _repair_found(st: _GroupRun, rows: list[StepRow]) -> dict | None:

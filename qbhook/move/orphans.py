@@ -2440,14 +2440,15 @@ def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
     run, and each told the same kept links again (R35). What this purge could not look at (orphans
     refused a listing, before their library or the mount table was looked at; the purge stopped by
     an error of its own) is neither told again nor gone. A pool's dataset found not mounted is gone
-    once a purge looks and finds it mounted, or has no orphan due (nothing of it refused then)."""
+    only once a purge looks and finds it mounted: one with no orphan due never looks (R120: it read
+    as resolved while still unmounted, and the next purge told it again)."""
     from qbhook import notify
 
     def unseen(what: str) -> bool:
         if what.startswith("kept "):
             return out.refused is not None
-        if what.startswith("away "):  # not looked at because the listing refused first: still so
-            return out.away is None and out.refused is not None
+        if what.startswith("away "):  # not looked at (no orphan due, the listing refused first): still so
+            return out.away is None
         return out.error is not None and not isinstance(out.error, LastCopyKept)
 
     tell, gone = state.told(conn, HOLDING_TOLD, found, unseen=unseen)

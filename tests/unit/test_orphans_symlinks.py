@@ -518,3 +518,25 @@ def test_the_finish_of_a_died_quarantine_asks_folder_identity_only_when_a_symlin
     assert orphans._used_since(f, replace(plain, library=lib, folder_identity=None), frozenset()) is None
     why = orphans._used_since(f, replace(plain, library=lib), frozenset())
     assert why is not None and "/lib/M" in why
+
+
+def test_a_dataset_still_not_mounted_is_not_resolved_by_a_purge_that_did_not_look(world, notified):  # noqa: F811
+    """R120: a purge with no orphan due (the wall clock stepped back) never looks at the mounts,
+    yet read the unmounted dataset as resolved; the next purge told it again."""
+    import time
+
+    w = world
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    media = os.path.join(str(w.stash), "media")
+    os.makedirs(media)
+    _recorded_not_mounted(w, media)
+    expire(w)
+    w.executor()._purge_holding()
+    told = list(notified)
+    assert [k for k, _t, _s in told] == ["guard"]
+    out = orphans.purge_held(w.cfg, w.cat, w.journal, lambda: [w.qbt], now=time.time() - 86400)
+    assert out.away is None and list(notified) == told  # not looked: neither resolved nor told
+    assert orphans.holding_needs_person(w.cat.conn) != []
+    w.executor()._purge_holding()
+    assert list(notified) == told  # still the same outage: not told again

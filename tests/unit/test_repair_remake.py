@@ -346,3 +346,16 @@ def test_a_torrent_the_repair_step_started_right_before_a_kill_is_said_the_repai
     assert all(os.lstat(p).st_nlink == 1 for p in lib.values())  # what it made taken back
     assert "start it yourself" not in reason, reason
     assert f"{NOT_AS_FOUND}: torrent {H1} is stoppedUP at {w.seed_s}: {REPAIR_STARTED}" in reason, reason
+
+
+def test_a_journal_from_before_started_was_journaled_is_judged_by_its_outcome(world):  # noqa: F811
+    """R120: a run killed by an older qbhook (no ``_started`` on its Repair row) and resumed after
+    the upgrade told a person to start a torrent the repair had started, on files just taken back."""
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "stalledUP")  # killed before verify_group, H1 running
+    with w.journal.conn as c:  # the row as the older qbhook wrote it
+        c.execute("UPDATE steps SET args = json_remove(args, '$._started') WHERE kind = 'repair'")
+    (run,) = w.executor().resume()
+    (reason,) = run.groups_failed.values()
+    assert REPAIR_STARTED in reason and "start it yourself" not in reason
