@@ -112,23 +112,7 @@ def test_a_twin_whose_found_links_its_failed_twin_took_is_judged_again(world):  
     in one line naming it (the parent failed at its view: the files were missing). Never a
     library link left under H1."""
     w = world
-    lib = _twins(w)
-    before = _library_as_it_was(lib)
-    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
-    ga, gb = (g.group_id for g in plan.groups)
-    act = {ga: "kill", gb: "kill"}
-
-    def hook(point, gid, _seq, step):
-        if point == "before" and step.kind == "repair":
-            if act.get(gid) == "kill":
-                raise Crash
-            w.qbt.fail_at[w.seed_s] = 0.5 if act.get(gid) == "fail" else 1.0
-
-    with pytest.raises(Crash):
-        w.executor(hook=hook).apply(plan)
-    with group_lock(w.cfg, ga), pytest.raises(Crash):
-        w.executor(hook=hook, group_lock_wait=0.01).resume()
-    act.update({ga: "fail", gb: "ok"})
+    lib, before, ga, gb, hook = _twin_found_the_links_then_its_twin_fails(w)
     (run,) = w.executor(hook=hook).resume()
     reasons = run.groups_failed
     assert "50.0%" in reasons[ga], reasons
@@ -142,23 +126,7 @@ def test_a_twin_whose_failed_twin_is_gone_finishes_on_its_links_made_again(world
     """R105 as above, but H1 is removed from qBittorrent after its failed repair: nothing else may
     write at gB's names, and gB makes its links again and finishes at 100 %."""
     w = world
-    lib = _twins(w)
-    before = _library_as_it_was(lib)
-    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
-    ga, gb = (g.group_id for g in plan.groups)
-    act = {ga: "kill", gb: "kill"}
-
-    def hook(point, gid, _seq, step):
-        if point == "before" and step.kind == "repair":
-            if act.get(gid) == "kill":
-                raise Crash
-            w.qbt.fail_at[w.seed_s] = 0.5 if act.get(gid) == "fail" else 1.0
-
-    with pytest.raises(Crash):
-        w.executor(hook=hook).apply(plan)
-    with group_lock(w.cfg, ga), pytest.raises(Crash):
-        w.executor(hook=hook, group_lock_wait=0.01).resume()
-    act.update({ga: "fail", gb: "ok"})
+    lib, before, ga, gb, hook = _twin_found_the_links_then_its_twin_fails(w)
     with group_lock(w.cfg, gb):  # gA fails first, alone
         (run,) = w.executor(hook=hook, group_lock_wait=0.01).resume()
     assert "50.0%" in run.groups_failed[ga], run.groups_failed
@@ -359,3 +327,27 @@ def test_a_journal_from_before_started_was_journaled_is_judged_by_its_outcome(wo
     (run,) = w.executor().resume()
     (reason,) = run.groups_failed.values()
     assert REPAIR_STARTED in reason and "start it yourself" not in reason
+
+
+def _twin_found_the_links_then_its_twin_fails(w):
+    """R105's bed: twins H1 (gA) and H2 (gB) repaired at one save path; gA links and is killed
+    before its recheck; on a resume gA is busy and gB's links find gA's ("already"), killed too;
+    from then on gA's recheck reads 50 % and gB's 100 %. -> (library, as it was, gA, gB, hook)."""
+    lib = _twins(w)
+    before = _library_as_it_was(lib)
+    plan = _missing_pair(w, lib, ((H1, "qbt", w.seed_s), (H2, "qbt", w.seed_s)))
+    ga, gb = (g.group_id for g in plan.groups)
+    act = {ga: "kill", gb: "kill"}
+
+    def hook(point, gid, _seq, step):
+        if point == "before" and step.kind == "repair":
+            if act.get(gid) == "kill":
+                raise Crash
+            w.qbt.fail_at[w.seed_s] = 0.5 if act.get(gid) == "fail" else 1.0
+
+    with pytest.raises(Crash):
+        w.executor(hook=hook).apply(plan)
+    with group_lock(w.cfg, ga), pytest.raises(Crash):
+        w.executor(hook=hook, group_lock_wait=0.01).resume()
+    act.update({ga: "fail", gb: "ok"})
+    return lib, before, ga, gb, hook
