@@ -228,16 +228,7 @@ def test_a_library_symlink_in_a_seeding_folder_keeps_its_target_from_the_quarant
         layout(w)
         _torrent_in_the_library(w)
     mv = os.path.join(w.seed_s, "torrents/movies")  # H1 (the world's) stays saved in the root itself
-    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
-    lib = os.path.join(w.seed_s, "media/movies/Gone/x.mkv")
-    os.makedirs(os.path.dirname(lib))
-    os.symlink(data, lib)
-
-    rep = orphans.find_orphans(w.cfg, [w.qbt])
-    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
-
-    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
-    assert res.held == [] and os.path.exists(lib)
+    _library_symlink_keeps_its_only_copy(w, mv, os.path.join(w.seed_s, "media/movies/Gone/x.mkv"))
 
 
 @pytest.mark.parametrize("saved", ["in the root itself", "in the library's folder"])
@@ -411,16 +402,7 @@ def test_a_library_on_a_filesystem_mounted_below_the_root_keeps_its_target_from_
     mv = layout(w)
     media = tmpfs(os.path.relpath(os.path.join(w.seed_s, "media"), os.path.dirname(str(w.stash))))
     assert os.path.ismount(media)
-    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
-    lib = os.path.join(media, "movies/Gone/x.mkv")
-    os.makedirs(os.path.dirname(lib))
-    os.symlink(data, lib)
-
-    rep = orphans.find_orphans(w.cfg, [w.qbt])
-    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
-
-    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
-    assert res.held == [] and os.path.exists(lib)
+    _library_symlink_keeps_its_only_copy(w, mv, os.path.join(media, "movies/Gone/x.mkv"))
 
 
 def test_a_symlink_no_torrent_lists_keeps_its_target_and_the_listing_names_it(world, capsys):  # noqa: F811
@@ -461,3 +443,15 @@ def test_a_symlink_a_torrent_lists_as_its_file_that_reaches_a_folder_is_a_librar
     kinds = {o.path: o.kind for o in orphans.find_orphans(w.cfg, [w.qbt]).orphans}
     assert kinds.get(gone) == orphans.LIBRARY, kinds
     assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [] and os.path.exists(gone)
+
+
+def _library_symlink_keeps_its_only_copy(w, mv: str, lib: str) -> None:
+    """``mv``/Gone/x.mkv, no torrent's, reached only by the library's symlink ``lib``: listed as
+    the library's, nothing freed, and the quarantine holds nothing."""
+    data = write(os.path.join(mv, "Gone/x.mkv"), b"library's only copy" * 100)
+    os.makedirs(os.path.dirname(lib))
+    os.symlink(data, lib)
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    res = orphans.quarantine(w.cfg, w.cat, [w.qbt])
+    assert [(o.path, o.kind, o.frees) for o in rep.orphans] == [(data, orphans.LIBRARY, 0)]
+    assert res.held == [] and os.path.exists(lib)

@@ -351,12 +351,7 @@ def test_a_dataset_not_mounted_refusing_the_purge_is_told_once_in_status_and_res
     from qbhook.catalog import fsid
 
     w = world
-    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
-    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
-    media = os.path.join(str(w.stash), "media")
-    os.makedirs(media)
-    _recorded_not_mounted(w, media)
-    expire(w)
+    media = _stray_held_and_media_away(w)
     for _ in range(3):  # serve purges after every run
         w.executor()._purge_holding()
     assert [(k, s) for k, _t, s in notified] == [("guard", "failure")], notified
@@ -526,12 +521,7 @@ def test_a_dataset_still_not_mounted_is_not_resolved_by_a_purge_that_did_not_loo
     import time
 
     w = world
-    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
-    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
-    media = os.path.join(str(w.stash), "media")
-    os.makedirs(media)
-    _recorded_not_mounted(w, media)
-    expire(w)
+    _stray_held_and_media_away(w)
     w.executor()._purge_holding()
     told = list(notified)
     assert [k for k, _t, _s in told] == ["guard"]
@@ -540,3 +530,15 @@ def test_a_dataset_still_not_mounted_is_not_resolved_by_a_purge_that_did_not_loo
     assert orphans.holding_needs_person(w.cat.conn) != []
     w.executor()._purge_holding()
     assert list(notified) == told  # still the same outage: not told again
+
+
+def _stray_held_and_media_away(w) -> str:
+    """An orphan held by a quarantine and past its grace period, and a dataset at the stash's
+    ``media`` the catalog knows but the mount table lacks: -> that mount point."""
+    stray = write(os.path.join(w.seed_s, "old/Stray/stray.mkv"), b"stray" * 100)
+    assert orphans.quarantine(w.cfg, w.cat, [w.qbt]).held == [stray]
+    media = os.path.join(str(w.stash), "media")
+    os.makedirs(media)
+    _recorded_not_mounted(w, media)
+    expire(w)
+    return media
