@@ -328,16 +328,7 @@ def test_a_link_replaced_before_the_undo_is_kept_and_recorded_as_a_leftover(worl
     # Another file took a linked name during the recheck: not the inode the repair made, never
     # removed; recorded as a leftover view and named. The other links still go.
     w = world
-    lib = _lose_files(w)
-    w.qbt.fail_at[w.seed_s] = 0.97
-    rel = next(r for r, d in FILES if d)
-    view = os.path.join(w.seed_s, rel)
-
-    def swap(point, _gid, _at, step):
-        if point == "poll" and step.kind == "repair" and os.lstat(view).st_nlink == 2:
-            with open(view + ".new", "wb") as f:
-                f.write(b"someone else's file")
-            os.replace(view + ".new", view)
+    lib, rel, view, swap = _replaced_during_the_recheck(w)
 
     summary = build_executor(
         w.cfg, w.cat, {"qbt": w.qbt}, w.journal, sleep=w.clock.sleep, clock=w.clock, hook=swap, poll_initial_s=0.5
@@ -359,16 +350,7 @@ def test_a_failed_repairs_close_reads_the_runs_journal_once(world, monkeypatch):
     # thousands of repair groups), and one read serves them all. A leftover the close records
     # itself is still recorded once (a link replaced during the recheck, as above).
     w = world
-    lib = _lose_files(w)
-    w.qbt.fail_at[w.seed_s] = 0.97
-    rel = next(r for r, d in FILES if d)
-    view = os.path.join(w.seed_s, rel)
-
-    def swap(point, _gid, _at, step):
-        if point == "poll" and step.kind == "repair" and os.lstat(view).st_nlink == 2:
-            with open(view + ".new", "wb") as f:
-                f.write(b"someone else's file")
-            os.replace(view + ".new", view)
+    lib, rel, view, swap = _replaced_during_the_recheck(w)
 
     reads, closing = [], []
     steps, close = w.journal.steps, Executor._close_failed_repair
@@ -553,3 +535,20 @@ def test_one_hash_in_two_clients_is_two_repairs_and_one_failing_keeps_the_others
     assert summary.groups_done == [g1] and list(summary.groups_failed) == [g2]
     assert all(os.path.lexists(os.path.join(w.seed_s, rel)) for rel, _ in FILES)
     assert not any(os.path.lexists(os.path.join(t2.save_path, rel)) for rel, d in FILES if d)
+
+
+def _replaced_during_the_recheck(w):
+    """A repair whose recheck ends at 97 %, and a hook that puts another file at its first linked
+    name while the recheck runs: -> (library, that name relative, its path, the hook)."""
+    lib = _lose_files(w)
+    w.qbt.fail_at[w.seed_s] = 0.97
+    rel = next(r for r, d in FILES if d)
+    view = os.path.join(w.seed_s, rel)
+
+    def swap(point, _gid, _at, step):
+        if point == "poll" and step.kind == "repair" and os.lstat(view).st_nlink == 2:
+            with open(view + ".new", "wb") as f:
+                f.write(b"someone else's file")
+            os.replace(view + ".new", view)
+
+    return lib, rel, view, swap
