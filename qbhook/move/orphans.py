@@ -330,8 +330,9 @@ class Orphan:
     mtime_ns: int
     kind: str  # reclaimable | library | not_seeding
     frees: int  # bytes freed if it goes (once per inode)
-    # The library symlink that keeps it (``library_link``), "" when none does (a hard link keeps it,
-    # or it is no library's): a person must find it to reclaim what it keeps (``Item.link``).
+    # The library symlink that keeps it (``library_link``), also when a hard link keeps it too; ""
+    # when none does (a hard link alone keeps it, or it is no library's): a person must find it to
+    # reclaim what it keeps (``Item.link``).
     link: str = ""
 
 
@@ -721,13 +722,13 @@ def decide(
             if (top := seeding.outside(e)) is not None:
                 c = NOT_SEEDING  # no torrent is saved above it: never quarantined
                 not_seeding.add(top)
-            elif e.nlink > seen_links[key]:
-                c = LIBRARY
-            elif (link := library_link(e.path, refs, key)) is not None:
-                c = LIBRARY
-                symlinked[e.path] = link
             else:
-                c = RECLAIMABLE
+                # Asked even when a hard link already keeps it: a library symlink onto it too is
+                # named in the listing (R118: the hard-link test decided first, its link left "").
+                link = library_link(e.path, refs, key)
+                if link is not None:
+                    symlinked[e.path] = link
+                c = LIBRARY if e.nlink > seen_links[key] or link is not None else RECLAIMABLE
             orphan_entries.append(e)
         status[e.path] = c
         counts[c] += 1
