@@ -2255,6 +2255,12 @@ class Executor:
             )
         if stopped_running:
             return f"{at}: started during the repair, stopped with files of ours under it; start it yourself"
+        if row is not None and row.args.get("_stopped_by_us"):
+            # Its own start, stopped by qbhook itself before it made the files again: no person's run.
+            return (
+                f"{at}: started by this repair after its recheck, stopped by it again when its files were "
+                "gone, then the group failed: do not start it, run qbhook repair again"
+            )
         if found is None or found.get("state") not in QUIET_STATES:
             return None  # never looked at, so never stopped, by this repair
         rechecked = row is not None and bool(row.args.get("_rechecked"))
@@ -2620,6 +2626,7 @@ class Executor:
                     if _repair_found(st, rows) is None:
                         self.journal.note_found(at.step_id, {"state": t.state, "paused": t.is_paused})
                     if not t.is_stopped or t.is_paused:
+                        self._note_stopping_own_start(st, rows)
                         c.stop(s.torrent)
                     self._note_seen_stopped(st, rows)  # stopped now, by this run or before it
                 st.quieted.add((s.instance, s.torrent))
@@ -2631,6 +2638,16 @@ class Executor:
         _s, row = _repair_row(st, rows)
         if row is not None and _repair_started_it(row):
             self.journal.note_seen_stopped(row.id)
+
+    def _note_stopping_own_start(self, st: _GroupRun, rows: list[StepRow]) -> None:
+        """``_repair_quiet`` is about to stop a repair's torrent that its Repair step started
+        (``_started``, not seen stopped since: missingFiles, its files gone while qbhook was down):
+        journaled (``_stopped_by_us``) so a failed repair says the repair started it and it must
+        not be started (``_repair_state_back``), never that a person may have run it (R120: that
+        stop was read as a person's and the clause said "start it yourself if it did")."""
+        _s, row = _repair_row(st, rows)
+        if row is not None and _repair_started_it(row):
+            self.journal.note_stopping_own_start(row.id)
 
     def _repair_look_back(self, st: _GroupRun, mine: list[tuple[int, Step, StepRow | None]]) -> None:
         """A resumed repair whose Repair step started its torrent looks at it once, before anything
@@ -4387,7 +4404,8 @@ def _repair_row(st: _GroupRun, rows: list[StepRow]) -> tuple[Repair | None, Step
 def _repair_started_it(row: StepRow | None) -> bool:
     """A repair's Repair step ``row`` started its torrent after its recheck (``_started``, journaled
     right before the start) and no look since saw it stopped (``_seen_stopped``: a person's stop while
-    qbhook was down, or ``_repair_quiet``'s): a run of it is then this step's start, not a person's.
+    qbhook was down, or ``_repair_quiet``'s, then also ``_stopped_by_us``): a run of it is then this
+    step's start, not a person's.
     Not its outcome: a result survives a remake's ``Journal.reopen`` (a torrent a person started
     after this run saw it stopped was said started by the repair), and a kill between the start and
     the outcome leaves none (a torrent it started was said a person's: "start it yourself", R119).

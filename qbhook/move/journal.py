@@ -750,13 +750,14 @@ class Journal:
 
     def note_started(self, step_id: int) -> None:
         """Record, in a repair step's args (``_started``), that it is about to start its torrent after
-        its recheck, dropping what an earlier attempt's look saw (``_seen_stopped``): from then on a
-        running torrent is this step's start, not a person's (``Executor._repair_state_back``).
+        its recheck, dropping what an earlier attempt's look saw or did (``_seen_stopped``,
+        ``_stopped_by_us``): from then on a running torrent is this step's start, not a person's
+        (``Executor._repair_state_back``).
         Journaled before the start, so a kill between the start and the step's outcome still says so."""
         with Tx(self.conn) as c:
             c.execute(
-                "UPDATE steps SET args=json_remove(json_set(args, '$._started', json('true')), '$._seen_stopped') "
-                "WHERE id=?",
+                "UPDATE steps SET args=json_remove(json_set(args, '$._started', json('true')), '$._seen_stopped', "
+                "'$._stopped_by_us') WHERE id=?",
                 (step_id,),
             )
 
@@ -766,6 +767,14 @@ class Journal:
         person's start, which the step's own ``_started`` must no longer claim."""
         with Tx(self.conn) as c:
             c.execute("UPDATE steps SET args=json_set(args, '$._seen_stopped', json('true')) WHERE id=?", (step_id,))
+
+    def note_stopping_own_start(self, step_id: int) -> None:
+        """Record, in a repair step's args (``_stopped_by_us``), that qbhook is about to stop the torrent
+        this step started (``note_started``; ``Executor._repair_quiet``, its files gone since): that
+        stop is qbhook's, not a person's, and a failed repair says its start was the repair's and it
+        must not be started again. Journaled before the stop, so a kill right after it still says so."""
+        with Tx(self.conn) as c:
+            c.execute("UPDATE steps SET args=json_set(args, '$._stopped_by_us', json('true')) WHERE id=?", (step_id,))
 
     def set_left_stopped(self, step_id: int, instance: str, torrent: str, forced: bool) -> None:
         """Record (table ``left_stopped``, catalog/schema.py) that relocate step ``step_id`` stopped

@@ -330,8 +330,9 @@ class Orphan:
     mtime_ns: int
     kind: str  # reclaimable | library | not_seeding
     frees: int  # bytes freed if it goes (once per inode)
-    # The library symlink that keeps it (``library_link``), "" when none does (a hard link keeps it,
-    # or it is no library's): a person must find it to reclaim what it keeps (``Item.link``).
+    # The library symlink that keeps it (``library_link``), also when a hard link keeps it too; ""
+    # when none does (a hard link alone keeps it, or it is no library's): a person must find it to
+    # reclaim what it keeps (``Item.link``).
     link: str = ""
 
 
@@ -721,13 +722,13 @@ def decide(
             if (top := seeding.outside(e)) is not None:
                 c = NOT_SEEDING  # no torrent is saved above it: never quarantined
                 not_seeding.add(top)
-            elif e.nlink > seen_links[key]:
-                c = LIBRARY
-            elif (link := library_link(e.path, refs, key)) is not None:
-                c = LIBRARY
-                symlinked[e.path] = link
             else:
-                c = RECLAIMABLE
+                # Asked even when a hard link already keeps it: a library symlink onto it too is
+                # named in the listing (R118: the hard-link test decided first, its link left "").
+                link = library_link(e.path, refs, key)
+                if link is not None:
+                    symlinked[e.path] = link
+                c = LIBRARY if e.nlink > seen_links[key] or link is not None else RECLAIMABLE
             orphan_entries.append(e)
         status[e.path] = c
         counts[c] += 1
@@ -2284,6 +2285,9 @@ class Purge:
     # (``_purge_library``); None: not looked at (no orphan due, the listing refused first, or the
     # mount table could not be read).
     away: tuple[str, ...] | None = None
+    # Why the mount table could not be read, refusing the orphans' purge (``_purge_library``); None:
+    # read, or not looked at.
+    mounts: str | None = None
     # What the links it unlinked as their inode's last freed (a run's summary never counts these: with a
     # grace period its delete only held them).
     bytes_freed: int = 0
@@ -2308,9 +2312,9 @@ def purge_held(
     recorded, keeping a last copy whose copy to keep no longer verifies. A wall clock that cannot
     end a grace (``fsops.clock_doubt``: it went back, or jumped) purges nothing it alone would, and
     says why (``Purge.clock``). What needs a person (a kept orphan, a kept last copy, a holding
-    folder renamed away, that clock, a pool's dataset not mounted refusing the orphans' purge) is
-    also notified, once while it lasts and once when it is gone (``_tell_purge``); any other refusal
-    is the caller's to report.
+    folder renamed away, that clock, a pool's dataset not mounted or a mount table that cannot be
+    read refusing the orphans' purge) is also notified, once while it lasts and once when it is gone
+    (``_tell_purge``); any other refusal is the caller's to report.
     """
     from qbhook.move import fsops
 
@@ -2338,6 +2342,8 @@ def purge_held(
             for mp in out.away or ()
         }
     )
+    if out.mounts is not None:  # each purge refused while holding grows, status healthy (R120)
+        found[MOUNTS_ID] = f"holding purge: {out.mounts}"
     if doubt is not None:  # a clock set wrong: a person must look at it; told by its kinds (R58)
         found["clock"] = f"holding purge: {doubt.told()}"
     try:
@@ -2371,7 +2377,8 @@ def _purge_library(cfg, catalog, refs: References, out: Purge) -> LibraryLinks:
     no scan walks that pool again, so the hint's ``--forget-unmounted`` could never drop them, and a
     removed pool's destroyed dataset refused every purge for ever (R119); a configured pool's scan
     records what it meets under its own name, so a dataset holding its library still refuses.
-    What it found is ``out.away``, told by the purge (``_tell_purge``)."""
+    What it found is ``out.away``, a mount table it could not read ``out.mounts``, each told by the
+    purge (``_tell_purge``)."""
     from qbhook.catalog.scan import filesystems_away
 
     roots = [os.path.normpath(str(p.path)) for p in cfg.pools]
@@ -2381,10 +2388,11 @@ def _purge_library(cfg, catalog, refs: References, out: Purge) -> LibraryLinks:
     except OSError as e:
         # What is mounted not known is a dataset maybe away: refused like one, in one line. It
         # escaped as a traceback out of the purge after the run was journaled (R119).
-        raise OrphansRefused(
+        out.mounts = (
             f"refusing to {PURGE}: cannot read the mount table ({e.strerror or e}): whether a dataset "
             "in a pool is not mounted is not known"
-        ) from e
+        )
+        raise OrphansRefused(out.mounts) from e
     away = sorted(
         mp
         for fs, mp in known_away.items()
@@ -2409,6 +2417,11 @@ def _away_hint(mountpoint: str) -> str:
     return f"mount it; if it is gone for good: qbhook scan --forget-unmounted {mountpoint}"
 
 
+# The id (``state.told``) a purge tells an unreadable mount table by: told once while the orphans'
+# purge is refused for it, resolved by the first purge that reads the mount table again.
+MOUNTS_ID = "mounts"
+
+
 def _away_id(mountpoint: str) -> str:
     """The id (``state.told``) a purge tells a pool's dataset not mounted by: told once while the
     orphans' purge is refused for it, resolved by the first purge that looks and finds it mounted."""
@@ -2428,7 +2441,7 @@ def _gone_id(e: HoldingGone) -> str:
 def holding_needs_person(conn) -> list[str]:
     """What the last purge of holding found that needs a person and is still so, one line each (a
     kept orphan, a kept last copy, a holding folder renamed away, a clock set wrong, a pool's dataset
-    not mounted refusing the orphans' purge): the lines it
+    not mounted or a mount table that cannot be read refusing the orphans' purge): the lines it
     notified, which a purge drops once gone. ``qbhook status`` and the status page's "Needs you"
     show them (R58: a purge refused on a wrong clock left status healthy)."""
     told, _at = state.get(conn, HOLDING_TOLD, {})
@@ -2440,14 +2453,16 @@ def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
     run, and each told the same kept links again (R35). What this purge could not look at (orphans
     refused a listing, before their library or the mount table was looked at; the purge stopped by
     an error of its own) is neither told again nor gone. A pool's dataset found not mounted is gone
-    only once a purge looks and finds it mounted: one with no orphan due never looks (R120: it read
-    as resolved while still unmounted, and the next purge told it again)."""
+    only once a purge looks and finds it mounted, a mount table that could not be read once a purge
+    reads it: one with no orphan due never looks (R120: it read as resolved while still unmounted,
+    and the next purge told it again)."""
     from qbhook import notify
 
     def unseen(what: str) -> bool:
         if what.startswith("kept "):
             return out.refused is not None
-        if what.startswith("away "):  # not looked at (no orphan due, the listing refused first): still so
+        # Not looked at (no orphan due, the listing refused first; the mount table unread): still so.
+        if what.startswith("away ") or what == MOUNTS_ID:
             return out.away is None
         return out.error is not None and not isinstance(out.error, LastCopyKept)
 

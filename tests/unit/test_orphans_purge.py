@@ -344,6 +344,42 @@ def test_a_mount_table_that_cannot_be_read_refuses_the_orphans_purge_in_one_line
     assert any("cannot read the mount table" in r.getMessage() for r in caplog.records)
 
 
+def test_a_mount_table_that_cannot_be_read_is_told_once_in_status_and_resolved_once_read_again(
+    world, notified, monkeypatch
+):
+    """R120: under ``serve`` the refusal for an unreadable mount table was only a log line after each
+    run: never notified, not in ``status``'s needs-a-person list, so status read healthy while
+    holding grew. Told once while it lasts (``mounts``), kept by a purge that did not look (no orphan
+    due), resolved by the first purge that reads the mount table again."""
+    from qbhook.catalog import fsid
+
+    w = world
+    _path, at = quarantine_one(w)
+    expire(w)
+    real = fsid.read_mounts
+
+    def unreadable():
+        raise PermissionError(13, "Permission denied", "/proc/self/mountinfo")
+
+    monkeypatch.setattr(fsid, "read_mounts", unreadable)
+    for _ in range(3):  # serve purges after every run
+        w.executor()._purge_holding()
+    assert [(k, s) for k, _t, s in notified] == [("guard", "failure")], notified
+    (line,) = orphans.holding_needs_person(w.cat.conn)
+    assert line == notified[0][1] and "cannot read the mount table (Permission denied)" in line, line
+    assert os.path.exists(at)  # nothing purged while it is not known
+
+    monkeypatch.setattr(fsid, "read_mounts", real)
+    long_grace = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=3600.0))
+    out = orphans.purge_held(long_grace, w.cat, w.journal, lambda: [w.qbt])  # no orphan due: never looks
+    assert out.away is None and len(notified) == 1 and orphans.holding_needs_person(w.cat.conn) == [line]
+
+    w.executor()._purge_holding()  # reads it again
+    assert [(k, s) for k, _t, s in notified[1:]] == [("resolved", "info")] and line in notified[1][1]
+    assert orphans.holding_needs_person(w.cat.conn) == []
+    assert not os.path.exists(at)  # read: purged
+
+
 def test_purge_expired_names_a_holding_folder_renamed_away_and_keeps_its_links_journaled(world, notified):
     """``qbhook holding --purge-expired``: held links out of reach (their holding folder renamed away
     by a writer of the seeding root) are not marked purged; the error and an alert name the folder."""

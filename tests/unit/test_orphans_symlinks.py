@@ -52,6 +52,23 @@ def test_a_file_a_library_symlinks_is_library_never_quarantined_and_an_unrelated
     assert [h for h in w.journal.held_links() if h.orphan] == []  # the stray one purged
 
 
+def test_a_file_a_library_both_hard_links_and_symlinks_names_the_symlink_in_the_listing(world):  # noqa: F811
+    """R118: kept as library by a hard link and a symlink, its item's ``link`` was "": the hard-link
+    test decided first and the symlink was never asked for. The listing names it: the symlink keeps
+    the data as long as it is there, whatever becomes of the hard link."""
+    w = world
+    film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)
+    hard = os.path.join(str(w.stash), "media", "Film.hard.mkv")
+    os.makedirs(os.path.dirname(hard))
+    os.link(film, hard)
+    link = library(w, "Film.mkv", film)
+
+    rep = orphans.find_orphans(w.cfg, [w.qbt])
+    assert [(o.path, o.kind, o.link) for o in rep.orphans] == [(film, LIBRARY, link)]
+    (item,) = rep.as_dict()["items"]
+    assert item["kind"] == LIBRARY and item["link"] == link, item
+
+
 def test_a_relative_symlink_counts_the_same(world):  # noqa: F811
     w = world
     film = write(os.path.join(w.seed_s, "old/Film/film.mkv"), b"film" * 1000)

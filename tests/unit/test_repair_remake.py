@@ -351,3 +351,34 @@ def _twin_found_the_links_then_its_twin_fails(w):
         w.executor(hook=hook, group_lock_wait=0.01).resume()
     act.update({ga: "fail", gb: "ok"})
     return lib, before, ga, gb, hook
+
+
+REMAKE_STOPPED_IT = (
+    "started by this repair after its recheck, stopped by it again when its files were gone, then the group "
+    "failed: do not start it, run qbhook repair again"
+)
+
+
+@pytest.mark.parametrize("journal", ["started", "older"])
+def test_a_torrent_its_own_repair_step_started_that_the_remake_stopped_is_still_said_the_repairs(world, journal):  # noqa: F811
+    """R120: the Repair step started H1 and ended; while qbhook was down the movie went (H1
+    missingFiles). Resumed, the remake's look stops H1 itself (``_repair_quiet``), then the view
+    fails (another's file at a name of the view). That stop of qbhook's own was journaled as any
+    stop seen (``_seen_stopped``), and the clause read the torrent as one the repair may have found
+    running: "start it yourself if it did", on files just taken back. It is qbhook's stop of its
+    own start (``_stopped_by_us``): said so, never to be started. ``older``: a Repair row from
+    before ``_started``, judged by its outcome."""
+    w = world
+    lib = _lose_files(w)
+    _killed_after_the_repair_step(w, lib, "missingFiles")
+    if journal == "older":
+        with w.journal.conn as c:
+            c.execute("UPDATE steps SET args = json_remove(args, '$._started') WHERE kind = 'repair'")
+    other = os.path.join(w.seed_s, FILES[1][0])
+    os.unlink(other)
+    Path(other).write_bytes(b"someone's own file")
+    (run,) = w.executor().resume()
+    (reason,) = run.groups_failed.values()
+    assert w.qbt.t[H1].stopped
+    assert "start it yourself" not in reason, reason
+    assert reason.endswith(f"{NOT_AS_FOUND}: torrent {H1} is missingFiles at {w.seed_s}: {REMAKE_STOPPED_IT}"), reason
