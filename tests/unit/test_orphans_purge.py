@@ -318,7 +318,7 @@ def test_a_mount_table_that_cannot_be_read_refuses_the_orphans_purge_in_one_line
     purge's look for a dataset not mounted (``orphans._purge_library``) as a traceback out of
     ``Executor.apply``, after the run was journaled. What is mounted not known, the orphans' purge is
     refused in one line, nothing of them purged; the demote's held links go by their own rule."""
-    from qbhook.catalog import fsid
+    from qbhook.catalog import scan
 
     w = world
     assert w.executor().apply(demote_plan(w)).status == "done"
@@ -327,10 +327,12 @@ def test_a_mount_table_that_cannot_be_read_refuses_the_orphans_purge_in_one_line
     _path, at = quarantine_one(w)
     expire(w)
 
-    def unreadable():
+    def unreadable(_catalog, _forget=()):
         raise PermissionError(13, "Permission denied", "/proc/self/mountinfo")
 
-    monkeypatch.setattr(fsid, "read_mounts", unreadable)
+    # The purge's own look unreadable, not fsid.read_mounts: other code reads the mount table again
+    # whenever it changes (another test's, CI's integration tier's mounts), and failed there instead.
+    monkeypatch.setattr(scan, "filesystems_away", unreadable)
     out = orphans.purge_expired(w.cfg, w.cat, lambda: [w.qbt])
     assert out.refused is not None and os.path.exists(at), out
     msg = out.refused.message
@@ -351,17 +353,17 @@ def test_a_mount_table_that_cannot_be_read_is_told_once_in_status_and_resolved_o
     run: never notified, not in ``status``'s needs-a-person list, so status read healthy while
     holding grew. Told once while it lasts (``mounts``), kept by a purge that did not look (no orphan
     due), resolved by the first purge that reads the mount table again."""
-    from qbhook.catalog import fsid
+    from qbhook.catalog import scan
 
     w = world
     _path, at = quarantine_one(w)
     expire(w)
-    real = fsid.read_mounts
+    real = scan.filesystems_away
 
-    def unreadable():
+    def unreadable(_catalog, _forget=()):
         raise PermissionError(13, "Permission denied", "/proc/self/mountinfo")
 
-    monkeypatch.setattr(fsid, "read_mounts", unreadable)
+    monkeypatch.setattr(scan, "filesystems_away", unreadable)  # the purge's look only (as above)
     for _ in range(3):  # serve purges after every run
         w.executor()._purge_holding()
     assert [(k, s) for k, _t, s in notified] == [("guard", "failure")], notified
@@ -369,7 +371,7 @@ def test_a_mount_table_that_cannot_be_read_is_told_once_in_status_and_resolved_o
     assert line == notified[0][1] and "cannot read the mount table (Permission denied)" in line, line
     assert os.path.exists(at)  # nothing purged while it is not known
 
-    monkeypatch.setattr(fsid, "read_mounts", real)
+    monkeypatch.setattr(scan, "filesystems_away", real)
     long_grace = replace(w.cfg, policy=replace(w.cfg.policy, grace_period=3600.0))
     out = orphans.purge_held(long_grace, w.cat, w.journal, lambda: [w.qbt])  # no orphan due: never looks
     assert out.away is None and len(notified) == 1 and orphans.holding_needs_person(w.cat.conn) == [line]
