@@ -2363,7 +2363,9 @@ def purge_held(
         out.error = e  # what could not be purged stays journaled for the next purge
         if isinstance(e, LastCopyKept):  # it may be the only copy left
             found["last copy"] = f"holding purge: {e}"
-    _tell_purge(journal.conn, found, out)
+    # No held orphan left (released by `holding --forget-gone`, put back): nothing of theirs waits on
+    # a look at the mounts, and an outage told stayed in status for ever (R121).
+    _tell_purge(journal.conn, found, out, orphans_left=any(h.orphan for h in journal.held_links()))
     return out
 
 
@@ -2388,11 +2390,11 @@ def _purge_library(cfg, catalog, refs: References, out: Purge) -> LibraryLinks:
     except OSError as e:
         # What is mounted not known is a dataset maybe away: refused like one, in one line. It
         # escaped as a traceback out of the purge after the run was journaled (R119).
+        # Told without the error's text: an outage whose errno changes is one outage (R121).
         out.mounts = (
-            f"refusing to {PURGE}: cannot read the mount table ({e.strerror or e}): whether a dataset "
-            "in a pool is not mounted is not known"
+            f"refusing to {PURGE}: cannot read the mount table: whether a dataset in a pool is not mounted is not known"
         )
-        raise OrphansRefused(out.mounts) from e
+        raise OrphansRefused(out.mounts.replace("mount table", f"mount table ({e.strerror or e})", 1)) from e
     away = sorted(
         mp
         for fs, mp in known_away.items()
@@ -2448,14 +2450,15 @@ def holding_needs_person(conn) -> list[str]:
     return sorted(told.values()) if isinstance(told, dict) else []
 
 
-def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
+def _tell_purge(conn, found: dict[str, str], out: Purge, orphans_left: bool = True) -> None:
     """Tell what needs a person once, and when it is gone (``state.told``): serve purges after every
     run, and each told the same kept links again (R35). What this purge could not look at (orphans
     refused a listing, before their library or the mount table was looked at; the purge stopped by
     an error of its own) is neither told again nor gone. A pool's dataset found not mounted is gone
     only once a purge looks and finds it mounted, a mount table that could not be read once a purge
     reads it: one with no orphan due never looks (R120: it read as resolved while still unmounted,
-    and the next purge told it again)."""
+    and the next purge told it again); with no held orphan left (``orphans_left``) nothing waits on
+    that look, and it is gone."""
     from qbhook import notify
 
     def unseen(what: str) -> bool:
@@ -2463,7 +2466,7 @@ def _tell_purge(conn, found: dict[str, str], out: Purge) -> None:
             return out.refused is not None
         # Not looked at (no orphan due, the listing refused first; the mount table unread): still so.
         if what.startswith("away ") or what == MOUNTS_ID:
-            return out.away is None
+            return out.away is None and orphans_left
         return out.error is not None and not isinstance(out.error, LastCopyKept)
 
     tell, gone = state.told(conn, HOLDING_TOLD, found, unseen=unseen)
