@@ -695,13 +695,14 @@ def _walk(
     return d
 
 
-def _walk_placed(root: bytes, parts: list[bytes]) -> tuple[Dir, Callable[[], bool]]:
-    """``_walk`` to a seeding folder an act will remove a name from after long checks, and the look
-    that proves it still there right before and after the act (``Dir.in_place``, with its seeding
-    root's ``Anchor``, as a relink takes it): a folder moved into the library meanwhile (an import
-    on the same dataset) holds library files now, which no removal of qbhook's may take."""
+def _walk_placed(root: bytes, parts: list[bytes], *, create: bool = False) -> tuple[Dir, Callable[[], bool]]:
+    """``_walk`` to a seeding folder an act will remove a name from (or link one into) after long
+    checks, and the look that proves it still there right before and after the act (``Dir.in_place``,
+    with its seeding root's ``Anchor``, as a relink takes it): a folder moved into the library
+    meanwhile (an import on the same dataset) holds library files now, which no removal of qbhook's
+    may take, and no put-back may link into. ``create``: ``_walk``'s."""
     walked: list[tuple[bytes, int, int]] = []
-    d = _walk(root, parts, walked=walked)
+    d = _walk(root, parts, create=create, walked=walked)
     return d, _placing(d, root, walked)
 
 
@@ -3523,13 +3524,17 @@ def unhide_after_move(
             pin = Pin.at(parts[-1], hold.fd) if carry else None
             # The pin's ``with`` first: a walk that refuses (a symlink where the folder goes) still
             # closes it; each failed put-back leaked one descriptor, the held inode kept alive.
-            with pin or nullcontext(), _walk(root, parts[:-1], create=True) as parent:
-                # The pinned inode once more after the walk (which may make folders): a rewrite
-                # through another link meanwhile would be in the put-back's ctime (R67).
-                last = pin.look() if pin is not None else None
-                _link_back(hold, parent, parts[-1], hst, path_s, held)
-                os.unlink(parts[-1], dir_fd=hold.fd)  # holding: qbhook's 0700 folder, nobody renames into it
-                _carry_hash(catalog, carry, hst if last is None else last, pin, parent.lstat(parts[-1]))
+            with pin or nullcontext():
+                # Proven still below its seeding root right before the link and again before the
+                # held name goes (``_link_back``): a folder moved into the library meanwhile (R122).
+                parent, placed = _walk_placed(root, parts[:-1], create=True)
+                with parent:
+                    # The pinned inode once more after the walk (which may make folders): a rewrite
+                    # through another link meanwhile would be in the put-back's ctime (R67).
+                    last = pin.look() if pin is not None else None
+                    _link_back(hold, parent, parts[-1], hst, path_s, held, placed)
+                    os.unlink(parts[-1], dir_fd=hold.fd)  # holding: qbhook's 0700 folder, nobody renames into it
+                    _carry_hash(catalog, carry, hst if last is None else last, pin, parent.lstat(parts[-1]))
             status = "restored"
         if on_back is not None:
             on_back()
@@ -3600,42 +3605,61 @@ def _carry_hash(catalog, carry: dict | None, hst: os.stat_result, pin: Pin | Non
         catalog.store_hash(carry["row"], bytes.fromhex(carry["blake3"]), st)
 
 
-def _link_back(hold: Dir, parent: Dir, name: bytes, hst: os.stat_result, path_s: str, held: str) -> None:
+def _link_back(
+    hold: Dir, parent: Dir, name: bytes, hst: os.stat_result, path_s: str, held: str, placed: Callable[[], bool]
+) -> None:
+    """Link the held ``name`` (the inode ``hst``) back into ``parent``, proven still below its
+    seeding root (``placed``) right before the link and right after it, the caller's unlink of the
+    held name next. Moved in between (R122: a writer of the seeding folder renamed it into the
+    library, a symlink left in its place), the link goes again only if this very call made it
+    (``_link_same``: an earlier attempt's, or a name a writer linked, is not provably ours), through
+    a drop name and proven (``_drop_checked``), and the put-back is refused, the held link kept."""
     if parent.dev != hst.st_dev:
         raise UnsafeOperation(f"cannot put {path_s} back: its folder is on another filesystem now; it stays at {held}")
-    if not _link_same(hold, parent, name, hst):
+    moved = _moved_off(parent, f"cannot put {path_s} back") + f"; the old file stays at {held}"
+    if not placed():
+        raise UnsafeOperation(moved, hint="re-plan")
+    made = _link_same(hold, parent, name, hst)
+    if made is None:
         raise UnsafeOperation(
             f"cannot put {path_s} back: another file took its place; the old file stays at {held}",
             hint="compare the two and remove one by hand",
         )
+    if placed():
+        return
+    now = parent.lstat(name) if made else None
+    if now is not None and (now.st_dev, now.st_ino) == (hst.st_dev, hst.st_ino):
+        _drop_checked(parent, name, now, path_s, verb="take back the link just made for")
+    raise UnsafeOperation(moved, hint="re-plan")
 
 
-def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool:
-    """Link ``src/name`` (the inode ``st``) as ``dst/name``; True also when that name already is
-    this inode (an earlier attempt got that far), False when it holds another file, or when
-    ``src/name`` is no longer ``st``: then nothing is linked. The link is of the inode pinned and
-    checked (``Pin.link``): an entry swapped after the caller's last look is never linked
-    into holding (it used to leave a stray link of the swapped-in file there)."""
+def _link_same(src: Dir, dst: Dir, name: bytes, st: os.stat_result) -> bool | None:
+    """Link ``src/name`` (the inode ``st``) as ``dst/name``: True when this call made that link,
+    False when that name already was this inode (an earlier attempt got that far), None when it
+    holds another file, or when ``src/name`` is no longer ``st``: then nothing is linked. The link
+    is of the inode pinned and checked (``Pin.link``): an entry swapped after the caller's last
+    look is never linked into holding (it used to leave a stray link of the swapped-in file there)."""
     try:
         pin = pin_file(name, src.fd)
     except (FileNotFoundError, NotRegular):
-        return False
+        return None
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
-        return False
+        return None
     with pin:
         if (pin.st.st_dev, pin.st.st_ino) != (st.st_dev, st.st_ino):
-            return False
+            return None
+        made = True
         try:
             pin.link(name, dst.fd, name, src.fd)
         except FileExistsError:
-            pass
+            made = False
     # Looked at after a fresh link too: the caller unlinks the other name next, and if a writer
     # renamed another file over this one meanwhile, that would leave no link of ``st`` but the
     # swapped-in file standing where the journal says ``st`` is.
     cur = dst.lstat(name)
-    return cur is not None and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
+    return made if cur is not None and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino) else None
 
 
 def _rmdir_chain(root: bytes, chain: list[bytes]) -> None:
