@@ -733,8 +733,7 @@ class Journal:
         its destination: a finished step made again because its file is gone
         (``Executor._repair_files_gone``) found it empty, so a kill before its outcome leaves a
         link its group's undo may take (``Executor._undo_unrecorded``). ``close`` never touches args."""
-        with Tx(self.conn) as c:
-            c.execute("UPDATE steps SET args=json_set(args, '$._dst_before', ?) WHERE id=?", (before, step_id))
+        self._note(step_id, "_dst_before", before)
 
     def reopen(self, step_ids: list[int]) -> None:
         """Put finished steps back to intended, their args and results kept: a resume runs them
@@ -745,8 +744,7 @@ class Journal:
     def note_rechecked(self, step_id: int) -> None:
         """Record, in a repair step's args (``_rechecked``), that it is about to ask its client for a
         recheck: from then on the client's progress is that check's, not the one found."""
-        with Tx(self.conn) as c:
-            c.execute("UPDATE steps SET args=json_set(args, '$._rechecked', json('true')) WHERE id=?", (step_id,))
+        self._note(step_id, "_rechecked", True)
 
     def note_started(self, step_id: int) -> None:
         """Record, in a repair step's args (``_started``), that it is about to start its torrent after
@@ -765,16 +763,22 @@ class Journal:
         """Record, in a repair step's args (``_seen_stopped``), that its torrent was seen stopped (or
         stopped by the run) after the step started it (``note_started``): a run of it since is a
         person's start, which the step's own ``_started`` must no longer claim."""
-        with Tx(self.conn) as c:
-            c.execute("UPDATE steps SET args=json_set(args, '$._seen_stopped', json('true')) WHERE id=?", (step_id,))
+        self._note(step_id, "_seen_stopped", True)
 
     def note_stopping_own_start(self, step_id: int) -> None:
         """Record, in a repair step's args (``_stopped_by_us``), that qbhook is about to stop the torrent
         this step started (``note_started``; ``Executor._repair_quiet``, its files gone since): that
         stop is qbhook's, not a person's, and a failed repair says its start was the repair's and it
         must not be started again. Journaled before the stop, so a kill right after it still says so."""
+        self._note(step_id, "_stopped_by_us", True)
+
+    def _note(self, step_id: int, key: str, value) -> None:
+        """One key of a step's args (``$.<key>``) set to ``value``, JSON, in a transaction of its own:
+        the repair's notes, each journaled before the act it speaks of. ``close`` never touches args."""
         with Tx(self.conn) as c:
-            c.execute("UPDATE steps SET args=json_set(args, '$._stopped_by_us', json('true')) WHERE id=?", (step_id,))
+            c.execute(
+                "UPDATE steps SET args=json_set(args, ?, json(?)) WHERE id=?", (f"$.{key}", json.dumps(value), step_id)
+            )
 
     def set_left_stopped(self, step_id: int, instance: str, torrent: str, forced: bool) -> None:
         """Record (table ``left_stopped``, catalog/schema.py) that relocate step ``step_id`` stopped
